@@ -1,0 +1,203 @@
+//! Helm release records, and the compact index the guard keeps of each one.
+//!
+//! Helm stores every revision of a release as a Secret `sh.helm.release.v1.<name>.v<N>` (type
+//! `helm.sh/release.v1`) or, with `HELM_DRIVER=configmap`, a ConfigMap of the same name. The
+//! record is JSON → gzip → base64, put in `data.release` (so a Secret carries it base64'd twice
+//! on the wire). The JSON holds the rendered manifest, the user-supplied values (`config`), the
+//! chart's defaults and metadata — including every password the chart was installed with.
+//!
+//! The guard therefore decodes a record exactly once, when it learns of it, reduces it to a
+//! [`RevisionIndex`] — for each workload the chart renders, its containers and their images —
+//! and drops the rest. Nothing else from a release outlives [`decode`]. Decoding is defensive:
+//! records are written by whoever may write Secrets in a namespace, so sizes are bounded,
+//! every failure is a typed [`DecodeError`] naming the object (never its content), and the
+//! record must agree with the object holding it (name, namespace, revision).
+//!
+//! ```text
+//! Secret/ConfigMap ──decode──> DecodedRelease ──index──> RevisionIndex (kept)
+//!                     (bounded gunzip, JSON)     (manifest → workloads → images)
+//! ```
+
+pub mod build;
+#[path = "coalesce_tmp.rs"]
+pub mod coalesce;
+mod decode;
+mod manifest;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use decode::{DecodeError, DecodedRelease, Limits, RecordKind, RecordSource, decode};
+pub use manifest::{ManifestIndex, index_manifest, split_manifests};
+
+use crate::workload::{Container, WorkloadKind};
+
+/// Helm's release statuses (`pkg/release/status.go`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    Unknown,
+    Deployed,
+    Uninstalled,
+    Superseded,
+    Failed,
+    Uninstalling,
+    PendingInstall,
+    PendingUpgrade,
+    PendingRollback,
+}
+
+impl Status {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "deployed" => Self::Deployed,
+            "uninstalled" => Self::Uninstalled,
+            "superseded" => Self::Superseded,
+            "failed" => Self::Failed,
+            "uninstalling" => Self::Uninstalling,
+            "pending-install" => Self::PendingInstall,
+            "pending-upgrade" => Self::PendingUpgrade,
+            "pending-rollback" => Self::PendingRollback,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Deployed => "deployed",
+            Self::Uninstalled => "uninstalled",
+            Self::Superseded => "superseded",
+            Self::Failed => "failed",
+            Self::Uninstalling => "uninstalling",
+            Self::PendingInstall => "pending-install",
+            Self::PendingUpgrade => "pending-upgrade",
+            Self::PendingRollback => "pending-rollback",
+        }
+    }
+
+    /// Helm writes a pending revision before it touches any workload, and refuses to start
+    /// another operation while one is pending.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            Self::PendingInstall | Self::PendingUpgrade | Self::PendingRollback
+        )
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A release: namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReleaseKey {
+    pub namespace: Box<str>,
+    pub name: Box<str>,
+}
+
+impl ReleaseKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ReleaseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A workload object: kind, namespace, name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadKey {
+    pub kind: WorkloadKind,
+    pub namespace: Box<str>,
+    pub name: Box<str>,
+}
+
+impl WorkloadKey {
+    pub fn new(kind: WorkloadKind, namespace: &str, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// One workload the chart renders, with the images of its containers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadImages {
+    pub key: WorkloadKey,
+    pub containers: Box<[Container]>,
+}
+
+/// Chart name and version of a revision.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ChartRef {
+    pub name: Box<str>,
+    pub version: Box<str>,
+}
+
+/// What the guard keeps of one revision: identity, status and rendered images. Small and
+/// immutable; shared behind an `Arc` between the store and in-flight decisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionIndex {
+    pub release: ReleaseKey,
+    pub revision: u32,
+    pub status: Status,
+    pub chart: ChartRef,
+    /// Sorted by key, for binary search.
+    pub workloads: Box<[WorkloadImages]>,
+    /// Manifest documents that did not parse (counted, never shown).
+    pub unparsable_documents: u32,
+}
+
+impl RevisionIndex {
+    /// Reduces a decoded release to its index. Objects without a namespace in the manifest
+    /// belong to the release namespace, as Helm's resource builder defaults them.
+    pub fn from_decoded(release: &DecodedRelease) -> Arc<Self> {
+        let ManifestIndex {
+            mut workloads,
+            unparsable,
+            ..
+        } = index_manifest(&release.manifest, &release.key.namespace);
+        workloads.sort_by(|a, b| a.key.cmp(&b.key));
+        // A chart rendering the same object twice is broken; the API keeps the last write.
+        workloads.dedup_by(|later, earlier| {
+            if later.key == earlier.key {
+                std::mem::swap(later, earlier);
+                true
+            } else {
+                false
+            }
+        });
+        Arc::new(Self {
+            release: release.key.clone(),
+            revision: release.revision,
+            status: release.status,
+            chart: release.chart.clone(),
+            workloads: workloads.into_boxed_slice(),
+            unparsable_documents: unparsable,
+        })
+    }
+
+    pub fn workload(&self, key: &WorkloadKey) -> Option<&WorkloadImages> {
+        self.workloads
+            .binary_search_by(|w| w.key.cmp(key))
+            .ok()
+            .map(|i| &self.workloads[i])
+    }
+}

@@ -1,0 +1,125 @@
+//! Container image references, compared the way a container runtime resolves them.
+//!
+//! A chart may render `postgres:15` while `kubectl set image` writes
+//! `docker.io/library/postgres:15`: the same image. Parsing and normalisation are delegated to
+//! `oci-spec`'s distribution `Reference` (the grammar of the distribution spec, with Docker
+//! Hub's implicit `docker.io` registry, `library/` namespace and `latest` tag). On top of it
+//! one rule of our own: when a reference carries a digest, the digest decides — the runtime
+//! pulls by digest and ignores the tag, so `name:tag@sha256:…` equals `name@sha256:…`.
+//!
+//! A string that is not a valid reference is kept verbatim and only equals itself: a broken
+//! image in a manifest must not make two different strings compare equal.
+
+use std::fmt;
+
+use oci_spec::distribution::Reference;
+
+/// An image reference as written, with its canonical form for comparison.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Image {
+    raw: Box<str>,
+    canonical: Box<str>,
+}
+
+impl Image {
+    /// Parses and normalises `raw`. Never fails: an unparsable reference compares verbatim.
+    pub fn new(raw: &str) -> Self {
+        let raw = raw.trim();
+        Self {
+            raw: raw.into(),
+            canonical: canonical(raw).into_boxed_str(),
+        }
+    }
+
+    /// The reference as the chart or the client wrote it (what users recognise in messages).
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// `registry/repository:tag` or `registry/repository@digest`.
+    pub fn canonical(&self) -> &str {
+        &self.canonical
+    }
+
+    /// Whether two references resolve to the same image.
+    pub fn same_as(&self, other: &Image) -> bool {
+        self.canonical == other.canonical
+    }
+}
+
+impl fmt::Display for Image {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+/// Whether two reference strings resolve to the same image.
+pub fn same(a: &str, b: &str) -> bool {
+    a == b || canonical(a.trim()) == canonical(b.trim())
+}
+
+fn canonical(raw: &str) -> String {
+    // Reference parsing lowercases nothing and rejects upper-case repositories, as runtimes do.
+    match raw.parse::<Reference>() {
+        Ok(r) => match r.digest() {
+            Some(digest) => format!("{}/{}@{}", r.registry(), r.repository(), digest),
+            None => format!(
+                "{}/{}:{}",
+                r.registry(),
+                r.repository(),
+                r.tag().unwrap_or("latest")
+            ),
+        },
+        Err(_) => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn equivalences() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("nginx:1.27", "docker.io/library/nginx:1.27", true),
+            ("nginx", "nginx:latest", true),
+            ("nginx", "docker.io/library/nginx:latest", true),
+            ("index.docker.io/library/nginx:1", "nginx:1", true),
+            ("bitnami/postgresql:15", "docker.io/bitnami/postgresql:15", true),
+            ("bitnami/postgresql:15", "bitnami/postgresql:11", false),
+            ("registry.local:5000/app:1", "registry.local:5000/app:1", true),
+            ("registry.local:5000/app:1", "registry.local/app:1", false),
+            ("localhost:5000/app", "localhost:5000/app:latest", true),
+            ("quay.io/org/app:1", "docker.io/org/app:1", false),
+            ("ghcr.io/org/app:v1", "ghcr.io/org/app:v2", false),
+            ("not a ref", "not a ref", true),
+            ("not a ref", "not-a-ref", false),
+            ("", "", true),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(same(a, b), *want, "{a} vs {b}");
+            assert_eq!(Image::new(a).same_as(&Image::new(b)), *want, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn digest_decides() {
+        let with_tag = format!("postgres:15@{D}");
+        let bare = format!("docker.io/library/postgres@{D}");
+        assert!(same(&with_tag, &bare));
+        // The tag is ignored when a digest is present, even a different tag.
+        assert!(same(&format!("postgres:11@{D}"), &bare));
+        // A digest does not equal a tag: nothing says they resolve to the same bytes.
+        assert!(!same(&bare, "postgres:15"));
+    }
+
+    #[test]
+    fn keeps_the_written_form_for_messages() {
+        let img = Image::new(" nginx:1.27 ");
+        assert_eq!(img.as_str(), "nginx:1.27");
+        assert_eq!(img.canonical(), "docker.io/library/nginx:1.27");
+        assert_eq!(img.to_string(), "nginx:1.27");
+    }
+}

@@ -1,0 +1,427 @@
+//! Decision tables. Releases are built with the Helm-faithful builder and indexed through the
+//! real decoder, so these tests exercise the same data the server sees.
+
+use serde_json::json;
+
+use super::*;
+use crate::actor::WriterFacts;
+use crate::helm::Limits;
+use crate::helm::build::{Chart, History};
+use crate::helm::coalesce::UpgradeValues;
+use crate::image::Image;
+use crate::store::{Index, index_record};
+
+const CANARY: &str = "CANARY-pa55w0rd-never-print";
+const NOW: &str = "2026-11-26T12:00:00Z";
+
+fn render(v: &serde_json::Value) -> String {
+    let tag = |p: &str| {
+        v.pointer(p)
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+            .unwrap_or_default()
+    };
+    format!(
+        r#"---
+# Source: app/templates/secret.yaml
+apiVersion: v1
+kind: Secret
+metadata:
+  name: web
+stringData:
+  password: "{pw}"
+---
+# Source: app/templates/deploy.yaml
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  template:
+    spec:
+      initContainers:
+        - name: migrate
+          image: registry.example.com:5000/team/migrate:{tag}
+      containers:
+        - name: app
+          image: nginx:{tag}
+---
+# Source: app/templates/cron.yaml
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: backup
+spec:
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          containers:
+            - name: dump
+              image: busybox:1.36
+"#,
+        pw = tag("/password"),
+        tag = tag("/image/tag"),
+    )
+}
+
+fn chart(version: &str, tag: &str) -> Chart {
+    Chart {
+        name: "app".into(),
+        version: version.into(),
+        app_version: tag.into(),
+        values: json!({"image": {"tag": tag}, "password": ""}),
+        render,
+    }
+}
+
+/// Release `shop/web`: rev 1 (nginx 1.26, superseded), rev 2 (nginx 1.27, deployed).
+fn history() -> History {
+    let mut h = History::install("web", "shop", &chart("1.0.0", "1.26"), json!({"password": CANARY}));
+    h.begin_upgrade(&chart("1.1.0", "1.27"), json!({"password": CANARY}), UpgradeValues::Default);
+    h.complete();
+    h
+}
+
+fn index_of(h: &History) -> Index {
+    let mut idx = Index::default();
+    for r in &h.revisions {
+        let rev = index_record(&r.secret(), Limits::default())
+            .expect("a record")
+            .expect("decodes");
+        idx.apply(rev);
+    }
+    idx
+}
+
+fn containers(list: &[(&str, &str)]) -> Vec<Container> {
+    list.iter()
+        .map(|(n, i)| Container {
+            name: (*n).into(),
+            image: Image::new(i),
+            init: *n == "migrate",
+        })
+        .collect()
+}
+
+const CHART_INIT: &str = "registry.example.com:5000/team/migrate:1.27";
+
+/// An UPDATE of Deployment shop/web by `kubectl set image`, from 1.27 to `new`.
+fn update(new: &str) -> Request {
+    Request {
+        operation: Operation::Update,
+        kind: Some(WorkloadKind::Deployment),
+        namespace: "shop".into(),
+        name: "web".into(),
+        writer: WriterFacts {
+            user: "alice@example.com".into(),
+            groups: vec!["system:authenticated".into()],
+            field_manager: Some("kubectl-set".into()),
+            ..WriterFacts::default()
+        },
+        release_annotation: Some(ReleaseKey::new("shop", "web")),
+        allow_drift: None,
+        drift_mark: None,
+        has_annotations: true,
+        owners: vec![],
+        pod_template_hash: None,
+        containers: containers(&[("app", new), ("migrate", CHART_INIT)]),
+        old_containers: Some(containers(&[("app", "nginx:1.27"), ("migrate", CHART_INIT)])),
+    }
+}
+
+fn decide_in(mode: Mode, webhook: Webhook, req: &Request, idx: &Index) -> Verdict {
+    decide(webhook, req, idx, &Settings::new(mode), NOW)
+}
+
+fn assert_no_canary(v: &Verdict) {
+    let all = format!("{v:?}");
+    assert!(!all.contains(CANARY), "canary leaked: {all}");
+}
+
+fn assert_warning_sizes(v: &Verdict) {
+    for w in &v.warnings {
+        assert!(w.len() <= WARNING_MAX, "{w}");
+    }
+}
+
+#[test]
+fn manual_image_drift_by_mode() {
+    let idx = index_of(&history());
+    let req = update("nginx:1.26");
+    // (mode, webhook, allowed, warnings?, patch?, audit annotations?)
+    let cases = [
+        (Mode::Enforce, Webhook::Validate, false, false, false, false),
+        (Mode::Enforce, Webhook::Mutate, true, false, false, false),
+        (Mode::Audit, Webhook::Validate, true, true, false, true),
+        (Mode::Audit, Webhook::Mutate, true, false, true, true),
+        (Mode::Off, Webhook::Validate, true, false, false, false),
+        (Mode::Off, Webhook::Mutate, true, false, false, false),
+    ];
+    for (mode, webhook, allowed, warns, patch, audit) in cases {
+        let v = decide_in(mode, webhook, &req, &idx);
+        let what = format!("{mode:?} {webhook:?}: {v:?}");
+        assert_eq!(v.allowed, allowed, "{what}");
+        assert_eq!(!v.warnings.is_empty(), warns, "{what}");
+        assert_eq!(!v.patch.is_empty(), patch, "{what}");
+        assert_eq!(!v.audit_annotations.is_empty(), audit, "{what}");
+        assert_no_canary(&v);
+        assert_warning_sizes(&v);
+    }
+}
+
+#[test]
+fn denial_names_everything_and_both_ways_forward() {
+    let idx = index_of(&history());
+    let v = decide_in(Mode::Enforce, Webhook::Validate, &update("nginx:1.26"), &idx);
+    let msg = v.message.clone().expect("a message");
+    for needle in ["\"app\"", "nginx:1.26", "nginx:1.27", "shop/web", "revision 2", "helm upgrade", ALLOW_DRIFT] {
+        assert!(msg.contains(needle), "{needle} missing from {msg}");
+    }
+    assert_eq!(v.outcome(), Outcome::Denied);
+    assert_eq!(v.drifts.len(), 1);
+    assert_eq!(v.events.len(), 1);
+    assert_eq!(v.events[0].reason, "ImageDriftDenied");
+}
+
+#[test]
+fn audit_warnings_are_short() {
+    let idx = index_of(&history());
+    let v = decide_in(Mode::Audit, Webhook::Validate, &update("nginx:1.26"), &idx);
+    assert_eq!(v.outcome(), Outcome::Warned);
+    for w in &v.warnings {
+        assert!(w.len() <= 120, "{} chars: {w}", w.len());
+    }
+    let (k, mark) = &v.audit_annotations[0];
+    assert_eq!(k, "drift");
+    let parsed: serde_json::Value = serde_json::from_str(mark).expect("compact JSON");
+    assert_eq!(parsed[0]["container"], "app");
+    assert_eq!(parsed[0]["chartImage"], "nginx:1.27");
+    assert_eq!(parsed[0]["liveImage"], "nginx:1.26");
+    assert_eq!(parsed[0]["manager"], "kubectl-set");
+    assert_eq!(parsed[0]["user"], "alice@example.com");
+    assert_eq!(parsed[0]["time"], NOW);
+}
+
+#[test]
+fn what_is_not_a_violation() {
+    let idx = index_of(&history());
+    let mut back_to_chart = update("docker.io/library/nginx:1.27");
+    back_to_chart.old_containers = Some(containers(&[("app", "nginx:1.26"), ("migrate", CHART_INIT)]));
+    let untouched = update("nginx:1.27");
+    let mut still_drifting_untouched = update("nginx:1.26");
+    still_drifting_untouched.old_containers = Some(still_drifting_untouched.containers.clone());
+    let mut sidecar = update("nginx:1.27");
+    sidecar.containers.push(Container {
+        name: "istio-proxy".into(),
+        image: Image::new("istio/proxyv2:1.22"),
+        init: false,
+    });
+    let mut controller = update("nginx:1.26");
+    controller.writer.user = "system:serviceaccount:kube-system:deployment-controller".into();
+    controller.writer.field_manager = None;
+    let mut not_helm = update("nginx:1.26");
+    not_helm.name = "other".into();
+    not_helm.release_annotation = None;
+    let mut delete = update("nginx:1.26");
+    delete.operation = Operation::Delete;
+    let mut secret = update("nginx:1.26");
+    secret.kind = None;
+    for (what, req) in [
+        ("back to the chart's image", back_to_chart),
+        ("no image touched", untouched),
+        ("old drift, this edit does not touch images", still_drifting_untouched),
+        ("container the chart does not render", sidecar),
+        ("Kubernetes controller", controller),
+        ("not Helm-managed", not_helm),
+        ("delete", delete),
+        ("not a workload", secret),
+    ] {
+        let v = decide_in(Mode::Enforce, Webhook::Validate, &req, &idx);
+        assert!(v.allowed, "{what}: {v:?}");
+        assert!(v.warnings.is_empty(), "{what}: {v:?}");
+        assert!(v.drifts.is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn break_glass_allows_and_records_in_every_mode() {
+    let idx = index_of(&history());
+    let mut req = update("nginx:1.26");
+    req.allow_drift = Some("INC-4711 data dir not upgraded".into());
+    for mode in [Mode::Enforce, Mode::Audit] {
+        let v = decide_in(mode, Webhook::Validate, &req, &idx);
+        assert!(v.allowed, "{mode:?}");
+        assert!(v.warnings[0].contains("INC-4711"), "{:?}", v.warnings);
+        assert!(v.audit_annotations.iter().any(|(k, r)| k == "allow-drift" && r.contains("INC-4711")));
+        assert_eq!(v.events[0].reason, "BreakGlassDrift");
+        let m = decide_in(mode, Webhook::Mutate, &req, &idx);
+        let value = m.patch[0]["value"].as_str().expect("mark value");
+        assert!(value.contains("INC-4711"), "{value}");
+    }
+    // An empty reason is no break-glass.
+    req.allow_drift = Some("  ".into());
+    assert!(!decide_in(Mode::Enforce, Webhook::Validate, &req, &idx).allowed);
+}
+
+#[test]
+fn mark_is_idempotent_and_removed_when_back_in_line() {
+    let idx = index_of(&history());
+    let mut req = update("nginx:1.26");
+    req.has_annotations = false;
+    let first = decide_in(Mode::Audit, Webhook::Mutate, &req, &idx);
+    assert_eq!(first.patch.len(), 1);
+    assert_eq!(first.patch[0]["path"], "/metadata/annotations");
+
+    // Apply the patch for real to an object, then run the mutating webhook on its output.
+    let mut obj = json!({"metadata": {"name": "web"}});
+    let patch: json_patch::Patch = serde_json::from_value(json!(first.patch)).expect("RFC 6902");
+    json_patch::patch(&mut obj, &patch).expect("applies");
+    let mark = obj["metadata"]["annotations"][DRIFT_MARK].as_str().expect("mark").to_owned();
+    let mut again = req.clone();
+    again.has_annotations = true;
+    again.drift_mark = Some(mark.clone());
+    let second = decide_later(&again, &idx, "2026-11-26T12:00:05Z");
+    assert!(second.patch.is_empty(), "reinvocation must not patch: {:?}", second.patch);
+
+    // Someone sets the chart's image again: the mark goes.
+    let mut fixed = update("nginx:1.27");
+    fixed.old_containers = Some(containers(&[("app", "nginx:1.26"), ("migrate", CHART_INIT)]));
+    fixed.drift_mark = Some(mark);
+    let v = decide_in(Mode::Audit, Webhook::Mutate, &fixed, &idx);
+    assert_eq!(v.patch, vec![json!({"op": "remove", "path": "/metadata/annotations/helm-guard.io~1drift"})]);
+    let patch: json_patch::Patch = serde_json::from_value(json!(v.patch)).expect("RFC 6902");
+    json_patch::patch(&mut obj, &patch).expect("applies");
+    assert!(obj["metadata"]["annotations"].get(DRIFT_MARK).is_none());
+}
+
+fn decide_later(req: &Request, idx: &Index, now: &str) -> Verdict {
+    decide(Webhook::Mutate, req, idx, &Settings::new(Mode::Audit), now)
+}
+
+
+#[test]
+fn helm_is_trusted_only_with_a_pending_revision() {
+    let mut h = history();
+    let mut helm_write = update("nginx:1.28");
+    helm_write.writer.field_manager = Some("helm".into());
+
+    // No pending revision: a forged claim (`kubectl --field-manager=helm`) is a manual write.
+    let idx = index_of(&h);
+    let v = decide_in(Mode::Enforce, Webhook::Validate, &helm_write, &idx);
+    assert!(!v.allowed);
+    assert_eq!(v.actor, "helm-unverified");
+
+    // Helm has written the pending revision that renders 1.28: its own write is allowed.
+    h.begin_upgrade(&chart("1.2.0", "1.28"), json!({}), UpgradeValues::ResetValues);
+    let idx = index_of(&h);
+    helm_write.containers = containers(&[("app", "nginx:1.28"), ("migrate", "registry.example.com:5000/team/migrate:1.28")]);
+    let v = decide_in(Mode::Enforce, Webhook::Validate, &helm_write, &idx);
+    assert!(v.allowed, "{v:?}");
+    assert_eq!(v.actor, "helm");
+
+    // Even during the upgrade, an image the pending revision does not render is drift.
+    helm_write.containers = containers(&[("app", "nginx:1.29"), ("migrate", CHART_INIT)]);
+    let v = decide_in(Mode::Enforce, Webhook::Validate, &helm_write, &idx);
+    assert!(!v.allowed);
+    assert!(v.message.expect("message").contains("revision 3"));
+}
+
+#[test]
+fn objects_the_release_does_not_render_are_judged_through_their_owner() {
+    let idx = index_of(&history());
+    let mut rs = update("nginx:1.26");
+    rs.kind = Some(WorkloadKind::ReplicaSet);
+    rs.name = "web-7d4b9c8f6d".into();
+    rs.pod_template_hash = Some("7d4b9c8f6d".into());
+    rs.owners = vec![Owner { kind: "Deployment".into(), name: "web".into() }];
+
+    let mut pod = update("nginx:1.26");
+    pod.kind = Some(WorkloadKind::Pod);
+    pod.name = "web-7d4b9c8f6d-x2x9z".into();
+    pod.release_annotation = None;
+    pod.pod_template_hash = Some("7d4b9c8f6d".into());
+    pod.owners = vec![Owner { kind: "ReplicaSet".into(), name: "web-7d4b9c8f6d".into() }];
+
+    let mut cron_pod = update("busybox:1.37");
+    cron_pod.kind = Some(WorkloadKind::Pod);
+    cron_pod.name = "backup-29012345-abcde".into();
+    cron_pod.release_annotation = None;
+    cron_pod.owners = vec![Owner { kind: "Job".into(), name: "backup-29012345".into() }];
+    cron_pod.containers = containers(&[("dump", "busybox:1.37")]);
+    cron_pod.old_containers = Some(containers(&[("dump", "busybox:1.36")]));
+
+    for (what, req) in [("replicaset", rs), ("pod of a deployment", pod), ("pod of a cronjob", cron_pod)] {
+        let v = decide_in(Mode::Enforce, Webhook::Validate, &req, &idx);
+        assert!(!v.allowed, "{what}: {v:?}");
+        let ok = {
+            let mut r = req.clone();
+            r.containers = r.old_containers.clone().expect("old");
+            decide_in(Mode::Enforce, Webhook::Validate, &r, &idx)
+        };
+        assert!(ok.allowed, "{what}: unchanged images pass");
+    }
+
+    // A ReplicaSet whose Deployment the release does not render: not judged, no guessing.
+    let mut orphan = update("nginx:1.26");
+    orphan.kind = Some(WorkloadKind::ReplicaSet);
+    orphan.name = "api-5f6d".into();
+    orphan.owners = vec![Owner { kind: "Deployment".into(), name: "api".into() }];
+    let v = decide_in(Mode::Enforce, Webhook::Validate, &orphan, &idx);
+    assert!(v.allowed && v.warnings.is_empty(), "{v:?}");
+}
+
+#[test]
+fn missing_release_warns_or_denies() {
+    let idx = index_of(&history());
+    let mut req = update("nginx:1.26");
+    req.name = "ghost".into();
+    req.release_annotation = Some(ReleaseKey::new("shop", "ghost"));
+    let v = decide_in(Mode::Enforce, Webhook::Validate, &req, &idx);
+    assert!(v.allowed);
+    assert!(v.warnings[0].contains("shop/ghost"), "{:?}", v.warnings);
+
+    let mut settings = Settings::new(Mode::Enforce);
+    settings.missing_release = MissingRelease::Deny;
+    let v = decide(Webhook::Validate, &req, &idx, &settings, NOW);
+    assert!(!v.allowed);
+    assert!(v.message.expect("message").contains("shop/ghost"));
+
+    // An edit that does not touch images is not held up by a missing release.
+    req.containers = req.old_containers.clone().expect("old");
+    assert!(decide(Webhook::Validate, &req, &idx, &settings, NOW).allowed);
+}
+
+#[test]
+fn manual_create_of_a_rendered_object_is_judged() {
+    let idx = index_of(&history());
+    let mut req = update("nginx:1.26");
+    req.operation = Operation::Create;
+    req.old_containers = None;
+    req.writer.field_manager = Some("kubectl-create".into());
+    let v = decide_in(Mode::Enforce, Webhook::Validate, &req, &idx);
+    assert!(!v.allowed, "{v:?}");
+    req.containers = containers(&[("app", "nginx:1.27"), ("migrate", CHART_INIT)]);
+    assert!(decide_in(Mode::Enforce, Webhook::Validate, &req, &idx).allowed);
+}
+
+#[test]
+fn long_references_keep_warnings_within_limits() {
+    let idx = index_of(&history());
+    let long = format!("registry.example.com/{}/app:1", "very-long-path-segment/".repeat(12).trim_end_matches('/'));
+    let mut req = update(&long);
+    req.allow_drift = Some("é".repeat(300));
+    let v = decide_in(Mode::Audit, Webhook::Validate, &req, &idx);
+    assert!(!v.warnings.is_empty());
+    assert_warning_sizes(&v);
+}
+
+#[test]
+fn owner_name_helpers() {
+    assert_eq!(deployment_of("web-7d4b9c8f6d", Some("7d4b9c8f6d")), Some("web"));
+    assert_eq!(deployment_of("web-api-7d4b", None), Some("web-api"));
+    assert_eq!(deployment_of("web-7d4b", Some("other")), None);
+    assert_eq!(cronjob_of("backup-29012345"), Some("backup"));
+    assert_eq!(cronjob_of("backup-manual"), None);
+    assert_eq!(short(&"x".repeat(300)).len(), WARNING_MAX);
+    assert_eq!(clip("héllo", 2), "h");
+}

@@ -1,0 +1,411 @@
+//! The release index: every known revision reduced to a [`RevisionIndex`], and a reverse map
+//! from each rendered workload to its release.
+//!
+//! The pattern is kubert's/linkerd's: a plain struct with sync `apply`/`delete`/`reset`,
+//! shared as `Arc<RwLock<Index>>`. Writers (a watch, a file loader, the demo) decode a record
+//! once and apply the result; the request path takes a read lock and only looks things up.
+//! Decoding happens before the lock is taken, so a large record never stalls requests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+
+use crate::helm::{
+    DecodeError, Limits, RecordKind, RecordSource, ReleaseKey, RevisionIndex, Status, WorkloadKey,
+    decode,
+};
+use crate::policy::{ReleaseView, Releases};
+
+/// All revisions of one release.
+#[derive(Debug, Default, Clone)]
+struct Entry {
+    revisions: BTreeMap<u32, Arc<RevisionIndex>>,
+}
+
+impl Entry {
+    fn view(&self) -> ReleaseView {
+        let deployed = self
+            .revisions
+            .values()
+            .rev()
+            .find(|r| r.status == Status::Deployed)
+            .cloned();
+        // Only a pending revision newer than the deployed one is an operation in progress.
+        let floor = deployed.as_ref().map_or(0, |d| d.revision);
+        let pending = self
+            .revisions
+            .range(floor + 1..)
+            .rev()
+            .map(|(_, r)| r)
+            .find(|r| r.status.is_pending())
+            .cloned();
+        ReleaseView { deployed, pending }
+    }
+}
+
+/// The in-memory index of releases.
+#[derive(Debug, Default)]
+pub struct Index {
+    releases: HashMap<ReleaseKey, Entry>,
+    renderers: HashMap<WorkloadKey, ReleaseKey>,
+}
+
+/// The index as shared between its writers and the request path.
+pub type SharedIndex = Arc<RwLock<Index>>;
+
+impl Index {
+    /// Adds or replaces one revision.
+    pub fn apply(&mut self, rev: Arc<RevisionIndex>) {
+        let key = rev.release.clone();
+        let entry = self.releases.entry(key.clone()).or_default();
+        entry.revisions.insert(rev.revision, rev);
+        self.reindex(&key);
+    }
+
+    /// Forgets one revision (its record was deleted).
+    pub fn delete(&mut self, release: &ReleaseKey, revision: u32) {
+        if let Some(entry) = self.releases.get_mut(release) {
+            entry.revisions.remove(&revision);
+            if entry.revisions.is_empty() {
+                self.releases.remove(release);
+            }
+        }
+        self.reindex(release);
+    }
+
+    /// Replaces everything (a relist): releases not in `revisions` disappear.
+    pub fn reset(&mut self, revisions: impl IntoIterator<Item = Arc<RevisionIndex>>) {
+        self.releases.clear();
+        self.renderers.clear();
+        for rev in revisions {
+            self.releases
+                .entry(rev.release.clone())
+                .or_default()
+                .revisions
+                .insert(rev.revision, rev);
+        }
+        let keys: Vec<ReleaseKey> = self.releases.keys().cloned().collect();
+        for k in keys {
+            self.reindex(&k);
+        }
+    }
+
+    /// Number of releases known.
+    pub fn len(&self) -> usize {
+        self.releases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.releases.is_empty()
+    }
+
+    /// Rebuilds the reverse map entries of one release from its deployed and pending
+    /// revisions (what a decision can be judged against).
+    fn reindex(&mut self, release: &ReleaseKey) {
+        self.renderers.retain(|_, r| r != release);
+        let Some(entry) = self.releases.get(release) else {
+            return;
+        };
+        let view = entry.view();
+        for rev in [view.deployed, view.pending].into_iter().flatten() {
+            for w in rev.workloads.iter() {
+                self.renderers.insert(w.key.clone(), release.clone());
+            }
+        }
+    }
+}
+
+impl Releases for Index {
+    fn release(&self, key: &ReleaseKey) -> Option<ReleaseView> {
+        self.releases.get(key).map(Entry::view)
+    }
+
+    fn renderer_of(&self, key: &WorkloadKey) -> Option<ReleaseKey> {
+        self.renderers.get(key).cloned()
+    }
+}
+
+/// Read access through the shared lock. A poisoned lock still holds a consistent index (all
+/// mutations are single inserts/removes), so it is read rather than propagated as a panic.
+impl Releases for RwLock<Index> {
+    fn release(&self, key: &ReleaseKey) -> Option<ReleaseView> {
+        let guard = self.read().unwrap_or_else(|e| e.into_inner());
+        guard.release(key)
+    }
+
+    fn renderer_of(&self, key: &WorkloadKey) -> Option<ReleaseKey> {
+        let guard = self.read().unwrap_or_else(|e| e.into_inner());
+        guard.renderer_of(key)
+    }
+}
+
+/// Errors reading release records from files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A path could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is neither JSON nor YAML Kubernetes objects.
+    #[error("{path}: not Kubernetes objects in JSON or YAML ({why})")]
+    Parse { path: PathBuf, why: String },
+    /// A release record in a file could not be decoded.
+    #[error("{path}: {source}")]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+/// What loading found.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub records: usize,
+    pub ignored_objects: usize,
+}
+
+/// If `obj` is a Helm release record (Secret of type `helm.sh/release.v1`, or ConfigMap
+/// labelled `owner=helm` with a `release` key), its identity and Helm string.
+pub fn release_record(obj: &Value) -> Option<(RecordKind, &str, &str, &Value)> {
+    let kind = match obj.get("kind")?.as_str()? {
+        "Secret" if obj.get("type")?.as_str()? == "helm.sh/release.v1" => RecordKind::Secret,
+        "ConfigMap"
+            if obj.pointer("/metadata/labels/owner").and_then(Value::as_str) == Some("helm") =>
+        {
+            RecordKind::ConfigMap
+        }
+        _ => return None,
+    };
+    let name = obj.pointer("/metadata/name")?.as_str()?;
+    let namespace = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let data = obj.pointer("/data/release")?;
+    Some((kind, namespace, name, data))
+}
+
+/// Decodes a release record object (as `kubectl get -o json` prints it) into its index.
+pub fn index_record(obj: &Value, limits: Limits) -> Option<Result<Arc<RevisionIndex>, DecodeError>> {
+    let (kind, namespace, name, data) = release_record(obj)?;
+    let object = match kind {
+        RecordKind::Secret => "Secret",
+        RecordKind::ConfigMap => "ConfigMap",
+    };
+    let Some(text) = data.as_str() else {
+        return Some(Err(DecodeError::Inconsistent {
+            object: format!("{object} {namespace}/{name}"),
+            why: "data.release is not a string".into(),
+        }));
+    };
+    // A Secret's data carries the API's own base64 layer on top of Helm's.
+    let unwrapped;
+    let helm_string: &[u8] = match kind {
+        RecordKind::Secret => match STANDARD.decode(text.trim()) {
+            Ok(b) => {
+                unwrapped = b;
+                &unwrapped
+            }
+            Err(_) => {
+                return Some(Err(DecodeError::Base64 {
+                    object: format!("{object} {namespace}/{name}"),
+                }));
+            }
+        },
+        RecordKind::ConfigMap => text.as_bytes(),
+    };
+    let src = RecordSource {
+        kind,
+        namespace,
+        name,
+        release: helm_string,
+    };
+    Some(decode(src, limits).map(|d| RevisionIndex::from_decoded(&d)))
+}
+
+/// Parses a file of Kubernetes objects: one JSON object or List, or multi-document YAML.
+pub fn parse_objects(text: &str) -> Result<Vec<Value>, String> {
+    let trimmed = text.trim_start();
+    let docs: Vec<Value> = if trimmed.starts_with('{') {
+        vec![serde_json::from_str(trimmed).map_err(|e| format!("JSON {:?} error at line {}", e.classify(), e.line()))?]
+    } else {
+        let options = serde_saphyr::options! { with_snippet: false };
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| {
+            e.location()
+                .map_or_else(|| "YAML error".to_owned(), |l| format!("YAML error at line {}", l.line()))
+        })?
+    };
+    let mut out = Vec::new();
+    for doc in docs {
+        flatten(doc, &mut out);
+    }
+    Ok(out)
+}
+
+fn flatten(doc: Value, out: &mut Vec<Value>) {
+    let is_list = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k == "List" || k.ends_with("List"))
+        && doc.get("items").is_some_and(Value::is_array);
+    if is_list {
+        if let Value::Object(mut m) = doc
+            && let Some(Value::Array(items)) = m.remove("items")
+        {
+            for item in items {
+                flatten(item, out);
+            }
+        }
+    } else if !doc.is_null() {
+        out.push(doc);
+    }
+}
+
+/// Loads release records from files and directories (not recursive; `.json`, `.yaml`, `.yml`
+/// in directories; any file named explicitly). A record that does not decode is an error:
+/// files are given on purpose, and a silent skip would hide a broken fixture.
+pub fn load_files(paths: &[PathBuf], limits: Limits) -> Result<(Index, LoadReport), LoadError> {
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|source| LoadError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let rd = std::fs::read_dir(p).map_err(|source| LoadError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            let mut found: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| has_object_extension(f))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut index = Index::default();
+    let mut report = LoadReport::default();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|source| LoadError::Io {
+            path: f.clone(),
+            source,
+        })?;
+        let objects = parse_objects(&text).map_err(|why| LoadError::Parse {
+            path: f.clone(),
+            why,
+        })?;
+        for obj in &objects {
+            match index_record(obj, limits) {
+                Some(Ok(rev)) => {
+                    report.records += 1;
+                    index.apply(rev);
+                }
+                Some(Err(source)) => {
+                    return Err(LoadError::Decode {
+                        path: f.clone(),
+                        source,
+                    });
+                }
+                None => report.ignored_objects += 1,
+            }
+        }
+    }
+    Ok((index, report))
+}
+
+fn has_object_extension(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("json" | "yaml" | "yml")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::helm::build::{History, postgres_chart};
+    use crate::helm::coalesce::UpgradeValues;
+    use crate::workload::WorkloadKind;
+    use serde_json::json;
+
+    fn sts() -> WorkloadKey {
+        WorkloadKey::new(WorkloadKind::StatefulSet, "db", "db-postgresql")
+    }
+
+    #[test]
+    fn views_follow_helm_write_order() {
+        let mut h = History::install("db", "db", &postgres_chart("12.0.0", "11.22.0"), json!({}));
+        let mut idx = Index::default();
+        let apply_all = |idx: &mut Index, h: &History| {
+            for r in &h.revisions {
+                idx.apply(index_record(&r.secret(), Limits::default()).expect("record").expect("decodes"));
+            }
+        };
+        apply_all(&mut idx, &h);
+        let key = ReleaseKey::new("db", "db");
+        let v = idx.release(&key).expect("known");
+        assert_eq!(v.deployed.as_ref().map(|r| r.revision), Some(1));
+        assert!(v.pending.is_none());
+        assert_eq!(idx.renderer_of(&sts()), Some(key.clone()));
+
+        h.begin_upgrade(&postgres_chart("14.0.0", "15.4.0"), json!({}), UpgradeValues::ResetValues);
+        apply_all(&mut idx, &h);
+        let v = idx.release(&key).expect("known");
+        assert_eq!(v.deployed.as_ref().map(|r| r.revision), Some(1));
+        assert_eq!(v.pending.as_ref().map(|r| r.revision), Some(2));
+
+        h.complete();
+        apply_all(&mut idx, &h);
+        let v = idx.release(&key).expect("known");
+        assert_eq!(v.deployed.as_ref().map(|r| r.revision), Some(2));
+        assert!(v.pending.is_none());
+
+        idx.delete(&key, 1);
+        idx.delete(&key, 2);
+        assert!(idx.release(&key).is_none());
+        assert_eq!(idx.renderer_of(&sts()), None);
+    }
+
+    #[test]
+    fn reset_drops_what_is_gone() {
+        let h = History::install("db", "db", &postgres_chart("12.0.0", "11"), json!({}));
+        let rev = index_record(&h.revisions[0].secret(), Limits::default())
+            .expect("record")
+            .expect("decodes");
+        let mut idx = Index::default();
+        idx.apply(rev);
+        idx.reset(Vec::new());
+        assert!(idx.is_empty());
+        assert_eq!(idx.renderer_of(&sts()), None);
+    }
+
+    #[test]
+    fn objects_from_json_lists_and_multi_document_yaml() {
+        let h = History::install("db", "db", &postgres_chart("12.0.0", "11"), json!({}));
+        let list = h.secrets_list().to_string();
+        assert_eq!(parse_objects(&list).expect("json").len(), 1);
+        let cm = h.revisions[0].config_map();
+        let yaml = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n---\n{}\n",
+            cm
+        );
+        let objs = parse_objects(&yaml).expect("yaml");
+        assert_eq!(objs.len(), 2);
+        assert!(index_record(&objs[0], Limits::default()).is_none());
+        let rev = index_record(&objs[1], Limits::default()).expect("record").expect("decodes");
+        assert_eq!(rev.revision, 1);
+        assert!(parse_objects("a: [").is_err());
+    }
+}
