@@ -1,6 +1,11 @@
 pub mod actor;
+pub mod admission;
+pub mod client;
 pub mod helm;
 pub mod image;
 pub mod policy;
+pub mod server;
 pub mod store;
+pub mod tls;
+pub mod values;
 pub mod workload;

@@ -19,7 +19,6 @@
 //! ```
 
 pub mod build;
-#[path = "coalesce_tmp.rs"]
 pub mod coalesce;
 mod decode;
 mod manifest;

@@ -1,0 +1,326 @@
+//! The HTTPS webhook server: routes, limits, deadline, health, graceful drain.
+//!
+//! Failure handling is deliberate per kind of failure, because a non-2xx answer hands the
+//! outcome to the webhook's `failurePolicy` while a 200 answer decides it:
+//!
+//! | failure                         | answer                                                    |
+//! |---------------------------------|-----------------------------------------------------------|
+//! | body is not an AdmissionReview  | 200, `allowed: false`, code 400 (a real API server never sends one) |
+//! | body larger than the limit      | 413: the failure policy decides (Ignore lets it through)  |
+//! | internal deadline passed        | 503: the failure policy decides, before the API server's own timeout |
+//! | unknown mode in the path        | 404: a misconfigured webhook should be loud               |
+//!
+//! The decision itself runs on the blocking pool under the deadline, so a pathological body
+//! can neither stall the async workers nor outlive the webhook timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use tracing::{Instrument, field, info, info_span, warn};
+
+use crate::admission::{self, rfc3339};
+use crate::policy::{Mode, Settings, Webhook};
+use crate::store::SharedIndex;
+
+/// Every route the router serves, `(method, path)`: the deploy kit is checked against it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/validate"),
+    ("POST", "/validate/enforce"),
+    ("POST", "/validate/audit"),
+    ("POST", "/validate/off"),
+    ("POST", "/mutate"),
+    ("POST", "/mutate/enforce"),
+    ("POST", "/mutate/audit"),
+    ("POST", "/mutate/off"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+];
+
+/// Routes of the plain-HTTP admin listener (probes, metrics).
+pub const ADMIN_ROUTES: &[(&str, &str)] = &[("GET", "/healthz"), ("GET", "/readyz")];
+
+/// Server failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Binding or serving failed.
+    #[error("{addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Limits and defaults of the webhook.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Answer (or give up) within this time; keep it below the webhook's `timeoutSeconds`.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 << 20,
+            deadline: Duration::from_millis(2500),
+        }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    releases: SharedIndex,
+    /// Settings with the default mode; the path may override the mode.
+    settings: Settings,
+    limits: Limits,
+    ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(releases: SharedIndex, settings: Settings, limits: Limits, ready: Arc<AtomicBool>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                releases,
+                settings,
+                limits,
+                ready,
+            }),
+        }
+    }
+}
+
+/// The webhook router (served over TLS).
+pub fn router(state: AppState) -> Router {
+    let max_body = state.inner.limits.max_body_bytes;
+    Router::new()
+        .route("/validate", post(validate_default))
+        .route("/validate/{mode}", post(validate_mode))
+        .route("/mutate", post(mutate_default))
+        .route("/mutate/{mode}", post(mutate_mode))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// The admin router (plain HTTP, for probes).
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.inner.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "release store not synced\n").into_response()
+    }
+}
+
+async fn validate_default(State(s): State<AppState>, body: Bytes) -> Response {
+    let mode = s.inner.settings.mode;
+    admit(s, Webhook::Validate, mode, body).await
+}
+
+async fn mutate_default(State(s): State<AppState>, body: Bytes) -> Response {
+    let mode = s.inner.settings.mode;
+    admit(s, Webhook::Mutate, mode, body).await
+}
+
+async fn validate_mode(State(s): State<AppState>, Path(mode): Path<String>, body: Bytes) -> Response {
+    match Mode::parse(&mode) {
+        Some(m) => admit(s, Webhook::Validate, m, body).await,
+        None => (StatusCode::NOT_FOUND, "unknown mode\n").into_response(),
+    }
+}
+
+async fn mutate_mode(State(s): State<AppState>, Path(mode): Path<String>, body: Bytes) -> Response {
+    match Mode::parse(&mode) {
+        Some(m) => admit(s, Webhook::Mutate, m, body).await,
+        None => (StatusCode::NOT_FOUND, "unknown mode\n").into_response(),
+    }
+}
+
+async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Bytes) -> Response {
+    let span = info_span!(
+        "admission",
+        webhook = webhook.as_str(),
+        mode = mode.as_str(),
+        uid = field::Empty,
+        namespace = field::Empty,
+        kind = field::Empty,
+        name = field::Empty,
+        operation = field::Empty,
+        verdict = field::Empty,
+        actor = field::Empty,
+    );
+    let deadline = s.inner.limits.deadline;
+    let work = {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut settings = s.inner.settings.clone();
+            settings.mode = mode;
+            let now = rfc3339(SystemTime::now());
+            admission::review_body(webhook, &body, &*s.inner.releases, &settings, &now)
+        })
+    };
+    async move {
+        let reviewed = match tokio::time::timeout(deadline, work).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(error)) => {
+                warn!(%error, "review task failed");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "review failed\n").into_response();
+            }
+            Err(_) => {
+                warn!(deadline_ms = deadline.as_millis() as u64, "deadline passed; failure policy decides");
+                return (StatusCode::SERVICE_UNAVAILABLE, "deadline passed\n").into_response();
+            }
+        };
+        let span = tracing::Span::current();
+        let m = &reviewed.meta;
+        span.record("uid", m.uid.as_str());
+        span.record("namespace", m.namespace.as_str());
+        span.record("kind", m.kind.as_str());
+        span.record("name", m.name.as_str());
+        span.record("operation", m.operation);
+        match &reviewed.verdict {
+            Some(v) => {
+                span.record("verdict", v.outcome().label());
+                span.record("actor", v.actor);
+                info!(dry_run = m.dry_run, drifts = v.drifts.len(), "reviewed");
+            }
+            None => {
+                span.record("verdict", "error");
+                let message = reviewed.review["response"]["status"]["message"]
+                    .as_str()
+                    .unwrap_or_default();
+                warn!(message, "unreadable admission request");
+            }
+        }
+        let body = serde_json::to_vec(&reviewed.review).unwrap_or_default();
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+    .instrument(span)
+    .await
+}
+
+/// A running server.
+pub struct Running {
+    /// Where the TLS listener is bound (useful with port 0).
+    pub addr: SocketAddr,
+    /// Where the admin listener is bound, if any.
+    pub admin_addr: Option<SocketAddr>,
+    handle: Handle<SocketAddr>,
+    admin_handle: Option<Handle<SocketAddr>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), ServerError>>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish for up to `drain`, then returns.
+    pub async fn shutdown(self, drain: Duration) -> Result<(), ServerError> {
+        self.handle.graceful_shutdown(Some(drain));
+        if let Some(h) = &self.admin_handle {
+            h.graceful_shutdown(Some(drain));
+        }
+        for t in self.tasks {
+            if let Ok(r) = t.await {
+                r?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Binds the TLS listener (and the admin listener) and serves in background tasks.
+pub async fn start(
+    state: AppState,
+    tls: RustlsConfig,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+) -> Result<Running, ServerError> {
+    let handle: Handle<SocketAddr> = Handle::new();
+    let app = router(state.clone());
+    let server = axum_server::bind_rustls(listen, tls).handle(handle.clone());
+    let mut tasks = vec![tokio::spawn(async move {
+        server
+            .serve(app.into_make_service())
+            .await
+            .map_err(|source| ServerError::Io { addr: listen, source })
+    })];
+    let addr = handle.listening().await.ok_or_else(|| ServerError::Io {
+        addr: listen,
+        source: std::io::Error::other("listener did not start"),
+    })?;
+    let (admin_addr, admin_handle) = match admin {
+        Some(a) => {
+            let h: Handle<SocketAddr> = Handle::new();
+            let app = admin_router(state);
+            let server = axum_server::bind(a).handle(h.clone());
+            tasks.push(tokio::spawn(async move {
+                server
+                    .serve(app.into_make_service())
+                    .await
+                    .map_err(|source| ServerError::Io { addr: a, source })
+            }));
+            let bound = h.listening().await.ok_or_else(|| ServerError::Io {
+                addr: a,
+                source: std::io::Error::other("admin listener did not start"),
+            })?;
+            (Some(bound), Some(h))
+        }
+        None => (None, None),
+    };
+    Ok(Running {
+        addr,
+        admin_addr,
+        handle,
+        admin_handle,
+        tasks,
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
