@@ -101,7 +101,7 @@ pub fn classify(facts: &WriterFacts, settings: &ActorSettings) -> Writer {
         .clone()
         .filter(|m| !m.is_empty())
         .or_else(|| own_entry(&facts.new_managed, &facts.old_managed).map(|e| e.manager.clone()));
-    let exempt = settings.exempt_users.iter().any(|u| *u == facts.user)
+    let exempt = settings.exempt_users.contains(&facts.user)
         || settings
             .exempt_user_prefixes
             .iter()
@@ -158,27 +158,110 @@ mod tests {
         }
     }
 
+    /// (user, kind of user, field manager, managedFields, expected actor, expected manager)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Vec<ManagedEntry>,
+        Actor,
+        Option<&'a str>,
+    );
+
     #[test]
     fn classification_table() {
         let s = ActorSettings::default();
         let old = vec![entry("helm", "Update", "2026-01-01T00:00:00Z")];
-        let cases: Vec<(&str, &str, Option<&str>, Vec<ManagedEntry>, Actor, Option<&str>)> = vec![
-            ("alice", "user", Some("kubectl-edit"), vec![], Actor::Kubectl, Some("kubectl-edit")),
-            ("alice", "user", Some("kubectl-set"), vec![], Actor::Kubectl, Some("kubectl-set")),
-            ("alice", "user", Some("kubectl-patch"), vec![], Actor::Kubectl, Some("kubectl-patch")),
-            ("alice", "user", Some("kubectl-replace"), vec![], Actor::Kubectl, None),
-            ("alice", "user", Some("kubectl-client-side-apply"), vec![], Actor::Kubectl, None),
-            ("alice", "user", Some("kubectl"), vec![], Actor::Kubectl, None),
-            ("alice", "user", Some("kubectl-rollout"), vec![], Actor::Kubectl, None),
-            ("alice", "user", Some("helm"), vec![], Actor::Helm, Some("helm")),
-            ("flux", "sa", Some("helm-controller"), vec![], Actor::Helm, None),
-            ("ci", "sa", Some("argocd-controller"), vec![], Actor::Other, None),
+        let cases: Vec<Case> = vec![
+            (
+                "alice",
+                "user",
+                Some("kubectl-edit"),
+                vec![],
+                Actor::Kubectl,
+                Some("kubectl-edit"),
+            ),
+            (
+                "alice",
+                "user",
+                Some("kubectl-set"),
+                vec![],
+                Actor::Kubectl,
+                Some("kubectl-set"),
+            ),
+            (
+                "alice",
+                "user",
+                Some("kubectl-patch"),
+                vec![],
+                Actor::Kubectl,
+                Some("kubectl-patch"),
+            ),
+            (
+                "alice",
+                "user",
+                Some("kubectl-replace"),
+                vec![],
+                Actor::Kubectl,
+                None,
+            ),
+            (
+                "alice",
+                "user",
+                Some("kubectl-client-side-apply"),
+                vec![],
+                Actor::Kubectl,
+                None,
+            ),
+            (
+                "alice",
+                "user",
+                Some("kubectl"),
+                vec![],
+                Actor::Kubectl,
+                None,
+            ),
+            (
+                "alice",
+                "user",
+                Some("kubectl-rollout"),
+                vec![],
+                Actor::Kubectl,
+                None,
+            ),
+            (
+                "alice",
+                "user",
+                Some("helm"),
+                vec![],
+                Actor::Helm,
+                Some("helm"),
+            ),
+            (
+                "flux",
+                "sa",
+                Some("helm-controller"),
+                vec![],
+                Actor::Helm,
+                None,
+            ),
+            (
+                "ci",
+                "sa",
+                Some("argocd-controller"),
+                vec![],
+                Actor::Other,
+                None,
+            ),
             // `rollout undo` sends no field manager: the UA-derived entry tells.
             (
                 "alice",
                 "user",
                 None,
-                vec![old[0].clone(), entry("kubectl", "Update", "2026-02-01T00:00:00Z")],
+                vec![
+                    old[0].clone(),
+                    entry("kubectl", "Update", "2026-02-01T00:00:00Z"),
+                ],
                 Actor::Kubectl,
                 Some("kubectl"),
             ),
@@ -193,9 +276,23 @@ mod tests {
                 Actor::Exempt,
                 None,
             ),
-            ("system:kube-controller-manager", "sa", None, vec![], Actor::Exempt, None),
+            (
+                "system:kube-controller-manager",
+                "sa",
+                None,
+                vec![],
+                Actor::Exempt,
+                None,
+            ),
             // Other service accounts (CI deployers) are judged like anyone else.
-            ("system:serviceaccount:ci:deployer", "sa", Some("kubectl-set"), vec![], Actor::Kubectl, None),
+            (
+                "system:serviceaccount:ci:deployer",
+                "sa",
+                Some("kubectl-set"),
+                vec![],
+                Actor::Kubectl,
+                None,
+            ),
         ];
         for (user, _, fm, new_managed, want, want_manager) in cases {
             let facts = WriterFacts {

@@ -42,7 +42,10 @@ pub enum ReviewError {
     NoRequest,
     /// The object's pod spec could not be read.
     #[error("the {which} object's spec is not a valid {kind} spec")]
-    Spec { which: &'static str, kind: WorkloadKind },
+    Spec {
+        which: &'static str,
+        kind: WorkloadKind,
+    },
 }
 
 /// What the handler needs to log and count about a request.
@@ -376,12 +379,21 @@ mod tests {
         let cases: [(&[u8], &str); 4] = [
             (b"", "truncated"),
             (b"{not json CANARY", "syntax"),
-            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#, "no request"),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+                "no request",
+            ),
             (br#"{"request":{"uid":"u-1","password":"CANARY"}}"#, "shape"),
         ];
         let idx = crate::store::Index::default();
         for (body, want) in cases {
-            let r = review_body(Webhook::Validate, body, &idx, &Settings::new(policy::Mode::Enforce), "t");
+            let r = review_body(
+                Webhook::Validate,
+                body,
+                &idx,
+                &Settings::new(policy::Mode::Enforce),
+                "t",
+            );
             let rsp = &r.review["response"];
             assert_eq!(rsp["allowed"], false);
             assert_eq!(rsp["status"]["code"], 400);

@@ -49,7 +49,11 @@ impl WebhookClient {
     }
 
     /// POSTs a JSON body; returns the status and the whole response body.
-    pub async fn post_json(&self, path: &str, body: Vec<u8>) -> Result<(StatusCode, Bytes), ClientError> {
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let req = hyper::Request::post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
@@ -65,7 +69,10 @@ impl WebhookClient {
         self.send(req).await
     }
 
-    async fn send(&self, req: hyper::Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), ClientError> {
+    async fn send(
+        &self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let fut = async {
             let rsp = self
                 .client

@@ -53,6 +53,38 @@ impl fmt::Display for Image {
     }
 }
 
+/// A reference shortened for one-line messages: Docker Hub's implicit prefixes dropped.
+pub fn short(raw: &str) -> &str {
+    raw.strip_prefix("docker.io/library/")
+        .or_else(|| raw.strip_prefix("docker.io/"))
+        .unwrap_or(raw)
+}
+
+/// How `other` differs from `base`, as briefly as it can be said: only the tag (`:15`) or
+/// digest (`@sha256:…`) when both name the same repository, else the short reference.
+pub fn delta(base: &str, other: &str) -> String {
+    let repo = |s: &str| {
+        s.parse::<Reference>().ok().map(|r| {
+            (
+                r.registry().to_owned(),
+                r.repository().to_owned(),
+                r.tag().map(str::to_owned),
+                r.digest().map(str::to_owned),
+            )
+        })
+    };
+    match (repo(base), repo(other)) {
+        (Some((br, bp, _, _)), Some((or, op, tag, digest))) if br == or && bp == op => {
+            match (digest, tag) {
+                (Some(d), _) => format!("@{d}"),
+                (None, Some(t)) => format!(":{t}"),
+                (None, None) => ":latest".to_owned(),
+            }
+        }
+        _ => short(other).to_owned(),
+    }
+}
+
 /// Whether two reference strings resolve to the same image.
 pub fn same(a: &str, b: &str) -> bool {
     a == b || canonical(a.trim()) == canonical(b.trim())
@@ -87,9 +119,17 @@ mod tests {
             ("nginx", "nginx:latest", true),
             ("nginx", "docker.io/library/nginx:latest", true),
             ("index.docker.io/library/nginx:1", "nginx:1", true),
-            ("bitnami/postgresql:15", "docker.io/bitnami/postgresql:15", true),
+            (
+                "bitnami/postgresql:15",
+                "docker.io/bitnami/postgresql:15",
+                true,
+            ),
             ("bitnami/postgresql:15", "bitnami/postgresql:11", false),
-            ("registry.local:5000/app:1", "registry.local:5000/app:1", true),
+            (
+                "registry.local:5000/app:1",
+                "registry.local:5000/app:1",
+                true,
+            ),
             ("registry.local:5000/app:1", "registry.local/app:1", false),
             ("localhost:5000/app", "localhost:5000/app:latest", true),
             ("quay.io/org/app:1", "docker.io/org/app:1", false),
@@ -113,6 +153,22 @@ mod tests {
         assert!(same(&format!("postgres:11@{D}"), &bare));
         // A digest does not equal a tag: nothing says they resolve to the same bytes.
         assert!(!same(&bare, "postgres:15"));
+    }
+
+    #[test]
+    fn short_forms_for_messages() {
+        assert_eq!(short("docker.io/library/nginx:1"), "nginx:1");
+        assert_eq!(short("docker.io/bitnami/pg:1"), "bitnami/pg:1");
+        assert_eq!(short("quay.io/x/y:1"), "quay.io/x/y:1");
+        assert_eq!(delta("nginx:1.26", "docker.io/library/nginx:1.27"), ":1.27");
+        assert_eq!(
+            delta("nginx:1.26", format!("nginx@{D}").as_str()),
+            format!("@{D}")
+        );
+        assert_eq!(
+            delta("nginx:1.26", "quay.io/nginx:1.26"),
+            "quay.io/nginx:1.26"
+        );
     }
 
     #[test]

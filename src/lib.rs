@@ -1,9 +1,13 @@
 pub mod actor;
 pub mod admission;
+pub mod cli;
 pub mod client;
+pub mod demo;
+pub mod fixtures;
 pub mod helm;
 pub mod image;
 pub mod policy;
+pub mod review;
 pub mod server;
 pub mod store;
 pub mod tls;

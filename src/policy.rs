@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use crate::actor::{Actor, ActorSettings, Writer, WriterFacts, classify};
 use crate::helm::{ReleaseKey, RevisionIndex, WorkloadKey};
+use crate::image;
 use crate::workload::{Container, WorkloadKind, find};
 
 /// Break-glass annotation: set on the edited object with a reason.
@@ -334,7 +335,11 @@ pub fn decide(
         writer: &writer,
         now,
     };
-    let reason = req.allow_drift.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let reason = req
+        .allow_drift
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
     let mut v = Verdict::allow(actor_label);
     v.drifts = violations.clone();
     if violations.is_empty() {
@@ -347,12 +352,11 @@ pub fn decide(
         (Some(reason), _) => {
             for d in &violations {
                 v.warnings.push(short(&format!(
-                    "helm-guard: break-glass ({}): {} container {} runs {}, chart renders {}",
-                    clip(reason, 60),
-                    kind,
+                    "helm-guard: break-glass ({}): {} runs {}, chart renders {}",
+                    clip(reason, 40),
                     d.container,
-                    d.live_image,
-                    d.chart_image
+                    image::short(&d.live_image),
+                    image::delta(&d.live_image, &d.chart_image),
                 )));
             }
             v.audit_annotations
@@ -394,13 +398,12 @@ pub fn decide(
         (None, _) => {
             for d in &violations {
                 v.warnings.push(short(&format!(
-                    "helm-guard: {} container {} image {} differs from release {} rev {} ({})",
-                    kind,
+                    "helm-guard: {} runs {}; release {} rev {} renders {}",
                     d.container,
-                    d.live_image,
+                    image::short(&d.live_image),
                     resolved.release.name,
                     reference.revision,
-                    d.chart_image
+                    image::delta(&d.live_image, &d.chart_image),
                 )));
             }
             v.warnings.push(short(&format!(
@@ -489,13 +492,16 @@ fn resolve(key: &WorkloadKey, req: &Request, releases: &impl Releases) -> Option
                 // Deployment `web` owns ReplicaSet `web-<pod-template-hash>`.
                 let rs = WorkloadKey::new(WorkloadKind::ReplicaSet, ns, &owner.name);
                 direct(&rs).or_else(|| {
-                    deployment_of(&owner.name, req.pod_template_hash.as_deref()).and_then(|d| {
-                        direct(&WorkloadKey::new(WorkloadKind::Deployment, ns, d))
-                    })
+                    deployment_of(&owner.name, req.pod_template_hash.as_deref())
+                        .and_then(|d| direct(&WorkloadKey::new(WorkloadKind::Deployment, ns, d)))
                 })
             }
             "Deployment" => direct(&WorkloadKey::new(WorkloadKind::Deployment, ns, &owner.name)),
-            "StatefulSet" => direct(&WorkloadKey::new(WorkloadKind::StatefulSet, ns, &owner.name)),
+            "StatefulSet" => direct(&WorkloadKey::new(
+                WorkloadKind::StatefulSet,
+                ns,
+                &owner.name,
+            )),
             "DaemonSet" => direct(&WorkloadKey::new(WorkloadKind::DaemonSet, ns, &owner.name)),
             "CronJob" => direct(&WorkloadKey::new(WorkloadKind::CronJob, ns, &owner.name)),
             "Job" => direct(&WorkloadKey::new(WorkloadKind::Job, ns, &owner.name)).or_else(|| {
@@ -580,7 +586,12 @@ impl Context<'_> {
     /// The patch that makes the mark describe every container now drifting: entries for this
     /// request's violations are new; entries for drift recorded earlier and still present
     /// are kept as they were. No patch when the mark already says the same.
-    fn mark_patch(&self, current: &[Drift], violations: &[Drift], reason: Option<&str>) -> Vec<Value> {
+    fn mark_patch(
+        &self,
+        current: &[Drift],
+        violations: &[Drift],
+        reason: Option<&str>,
+    ) -> Vec<Value> {
         let existing: Vec<MarkEntry> = self
             .req
             .drift_mark
@@ -608,7 +619,9 @@ impl Context<'_> {
         if self.req.has_annotations {
             vec![json!({"op": "add", "path": mark_path(), "value": value})]
         } else {
-            vec![json!({"op": "add", "path": "/metadata/annotations", "value": {DRIFT_MARK: value}})]
+            vec![
+                json!({"op": "add", "path": "/metadata/annotations", "value": {DRIFT_MARK: value}}),
+            ]
         }
     }
 
@@ -634,7 +647,10 @@ impl Context<'_> {
 }
 
 fn mark_path() -> String {
-    format!("/metadata/annotations/{}", DRIFT_MARK.replace('~', "~0").replace('/', "~1"))
+    format!(
+        "/metadata/annotations/{}",
+        DRIFT_MARK.replace('~', "~0").replace('/', "~1")
+    )
 }
 
 fn summary(drifts: &[Drift]) -> String {

@@ -95,7 +95,12 @@ struct Inner {
 }
 
 impl AppState {
-    pub fn new(releases: SharedIndex, settings: Settings, limits: Limits, ready: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        releases: SharedIndex,
+        settings: Settings,
+        limits: Limits,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 releases,
@@ -137,7 +142,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if s.inner.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "release store not synced\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "release store not synced\n",
+        )
+            .into_response()
     }
 }
 
@@ -151,7 +160,11 @@ async fn mutate_default(State(s): State<AppState>, body: Bytes) -> Response {
     admit(s, Webhook::Mutate, mode, body).await
 }
 
-async fn validate_mode(State(s): State<AppState>, Path(mode): Path<String>, body: Bytes) -> Response {
+async fn validate_mode(
+    State(s): State<AppState>,
+    Path(mode): Path<String>,
+    body: Bytes,
+) -> Response {
     match Mode::parse(&mode) {
         Some(m) => admit(s, Webhook::Validate, m, body).await,
         None => (StatusCode::NOT_FOUND, "unknown mode\n").into_response(),
@@ -196,7 +209,10 @@ async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Bytes) -> Respon
                 return (StatusCode::INTERNAL_SERVER_ERROR, "review failed\n").into_response();
             }
             Err(_) => {
-                warn!(deadline_ms = deadline.as_millis() as u64, "deadline passed; failure policy decides");
+                warn!(
+                    deadline_ms = deadline.as_millis() as u64,
+                    "deadline passed; failure policy decides"
+                );
                 return (StatusCode::SERVICE_UNAVAILABLE, "deadline passed\n").into_response();
             }
         };
@@ -269,7 +285,10 @@ pub async fn start(
         server
             .serve(app.into_make_service())
             .await
-            .map_err(|source| ServerError::Io { addr: listen, source })
+            .map_err(|source| ServerError::Io {
+                addr: listen,
+                source,
+            })
     })];
     let addr = handle.listening().await.ok_or_else(|| ServerError::Io {
         addr: listen,

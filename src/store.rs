@@ -179,7 +179,10 @@ pub fn release_record(obj: &Value) -> Option<(RecordKind, &str, &str, &Value)> {
     let kind = match obj.get("kind")?.as_str()? {
         "Secret" if obj.get("type")?.as_str()? == "helm.sh/release.v1" => RecordKind::Secret,
         "ConfigMap"
-            if obj.pointer("/metadata/labels/owner").and_then(Value::as_str) == Some("helm") =>
+            if obj
+                .pointer("/metadata/labels/owner")
+                .and_then(Value::as_str)
+                == Some("helm") =>
         {
             RecordKind::ConfigMap
         }
@@ -195,7 +198,10 @@ pub fn release_record(obj: &Value) -> Option<(RecordKind, &str, &str, &Value)> {
 }
 
 /// Decodes a release record object (as `kubectl get -o json` prints it) into its index.
-pub fn index_record(obj: &Value, limits: Limits) -> Option<Result<Arc<RevisionIndex>, DecodeError>> {
+pub fn index_record(
+    obj: &Value,
+    limits: Limits,
+) -> Option<Result<Arc<RevisionIndex>, DecodeError>> {
     let (kind, namespace, name, data) = release_record(obj)?;
     let object = match kind {
         RecordKind::Secret => "Secret",
@@ -236,12 +242,17 @@ pub fn index_record(obj: &Value, limits: Limits) -> Option<Result<Arc<RevisionIn
 pub fn parse_objects(text: &str) -> Result<Vec<Value>, String> {
     let trimmed = text.trim_start();
     let docs: Vec<Value> = if trimmed.starts_with('{') {
-        vec![serde_json::from_str(trimmed).map_err(|e| format!("JSON {:?} error at line {}", e.classify(), e.line()))?]
+        vec![
+            serde_json::from_str(trimmed)
+                .map_err(|e| format!("JSON {:?} error at line {}", e.classify(), e.line()))?,
+        ]
     } else {
         let options = serde_saphyr::options! { with_snippet: false };
         serde_saphyr::from_multiple_with_options(text, options).map_err(|e| {
-            e.location()
-                .map_or_else(|| "YAML error".to_owned(), |l| format!("YAML error at line {}", l.line()))
+            e.location().map_or_else(
+                || "YAML error".to_owned(),
+                |l| format!("YAML error at line {}", l.line()),
+            )
         })?
     };
     let mut out = Vec::new();
@@ -350,7 +361,11 @@ mod tests {
         let mut idx = Index::default();
         let apply_all = |idx: &mut Index, h: &History| {
             for r in &h.revisions {
-                idx.apply(index_record(&r.secret(), Limits::default()).expect("record").expect("decodes"));
+                idx.apply(
+                    index_record(&r.secret(), Limits::default())
+                        .expect("record")
+                        .expect("decodes"),
+                );
             }
         };
         apply_all(&mut idx, &h);
@@ -360,7 +375,11 @@ mod tests {
         assert!(v.pending.is_none());
         assert_eq!(idx.renderer_of(&sts()), Some(key.clone()));
 
-        h.begin_upgrade(&postgres_chart("14.0.0", "15.4.0"), json!({}), UpgradeValues::ResetValues);
+        h.begin_upgrade(
+            &postgres_chart("14.0.0", "15.4.0"),
+            json!({}),
+            UpgradeValues::ResetValues,
+        );
         apply_all(&mut idx, &h);
         let v = idx.release(&key).expect("known");
         assert_eq!(v.deployed.as_ref().map(|r| r.revision), Some(1));
@@ -404,7 +423,9 @@ mod tests {
         let objs = parse_objects(&yaml).expect("yaml");
         assert_eq!(objs.len(), 2);
         assert!(index_record(&objs[0], Limits::default()).is_none());
-        let rev = index_record(&objs[1], Limits::default()).expect("record").expect("decodes");
+        let rev = index_record(&objs[1], Limits::default())
+            .expect("record")
+            .expect("decodes");
         assert_eq!(rev.revision, 1);
         assert!(parse_objects("a: [").is_err());
     }

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -63,7 +63,8 @@ pub fn generate(sans: &[String], serving_days: i64) -> Result<Bundle, TlsError> 
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.distinguished_name = DistinguishedName::new();
-    ca.distinguished_name.push(DnType::CommonName, "helm-guard CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "helm-guard CA");
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = now - Duration::hours(1);
     ca.not_after = now + Duration::days(3650);
@@ -73,8 +74,10 @@ pub fn generate(sans: &[String], serving_days: i64) -> Result<Bundle, TlsError> 
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut leaf = CertificateParams::new(sans.to_vec())?;
     leaf.distinguished_name = DistinguishedName::new();
-    leaf.distinguished_name
-        .push(DnType::CommonName, sans.first().map_or("helm-guard", String::as_str));
+    leaf.distinguished_name.push(
+        DnType::CommonName,
+        sans.first().map_or("helm-guard", String::as_str),
+    );
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.not_before = now - Duration::hours(1);
@@ -124,11 +127,12 @@ pub fn client_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, TlsErro
         })?;
         roots.add(cert)?;
     }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    // No ALPN here: the HTTP connector negotiates its own protocols.
+    Ok(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
 }
 
 #[cfg(test)]

@@ -202,7 +202,11 @@ mod tests {
                 1,
             ),
             // A CronJob read as a Deployment finds no template: nothing, not a panic.
-            (WorkloadKind::Deployment, serde_json::json!({"jobTemplate": {}}), 0),
+            (
+                WorkloadKind::Deployment,
+                serde_json::json!({"jobTemplate": {}}),
+                0,
+            ),
             (WorkloadKind::Pod, serde_json::json!({}), 0),
         ];
         for (kind, json, want) in cases {
@@ -218,7 +222,9 @@ mod tests {
 
     #[test]
     fn skips_nameless_or_imageless_containers() {
-        let s = spec(serde_json::json!({"containers": [{"name": "a"}, {"image": "x"}, {"name": "b", "image": "y"}]}));
+        let s = spec(
+            serde_json::json!({"containers": [{"name": "a"}, {"image": "x"}, {"name": "b", "image": "y"}]}),
+        );
         let got = s.containers(WorkloadKind::Pod);
         assert_eq!(got.len(), 1);
         assert_eq!(&*got[0].name, "b");
@@ -230,12 +236,18 @@ mod tests {
             WorkloadKind::from_api_version_kind("apps/v1", "Deployment"),
             Some(WorkloadKind::Deployment)
         );
-        assert_eq!(WorkloadKind::from_api_version_kind("v1", "Pod"), Some(WorkloadKind::Pod));
+        assert_eq!(
+            WorkloadKind::from_api_version_kind("v1", "Pod"),
+            Some(WorkloadKind::Pod)
+        );
         assert_eq!(
             WorkloadKind::from_api_version_kind("batch/v1", "CronJob"),
             Some(WorkloadKind::CronJob)
         );
-        assert_eq!(WorkloadKind::from_api_version_kind("example.com/v1", "Deployment"), None);
+        assert_eq!(
+            WorkloadKind::from_api_version_kind("example.com/v1", "Deployment"),
+            None
+        );
         assert_eq!(WorkloadKind::from_api_version_kind("v1", "Service"), None);
         assert_eq!(WorkloadKind::from_group_kind("apps", "Pod"), None);
     }

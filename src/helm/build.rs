@@ -161,18 +161,23 @@ impl History {
         let mut h = Self {
             revisions: Vec::new(),
         };
-        h.push(name, namespace, chart, chart.values.clone(), values, Status::PendingInstall, "Install complete");
+        h.push(
+            (name, namespace),
+            chart,
+            (chart.values.clone(), values),
+            Status::PendingInstall,
+            "Install complete",
+        );
         h.complete();
         h
     }
 
+    /// Appends a revision rendered from `(chart_values, config)`.
     fn push(
         &mut self,
-        name: &str,
-        namespace: &str,
+        (name, namespace): (&str, &str),
         chart: &Chart,
-        chart_values: Value,
-        config: Value,
+        (chart_values, config): (Value, Value),
         status: Status,
         description: &str,
     ) -> &ReleaseRecord {
@@ -205,7 +210,12 @@ impl History {
 
     /// `helm upgrade` up to the moment Helm has written the `pending-upgrade` revision and
     /// has not yet touched any workload. Call [`History::complete`] to finish it.
-    pub fn begin_upgrade(&mut self, chart: &Chart, cli_values: Value, mode: UpgradeValues) -> &ReleaseRecord {
+    pub fn begin_upgrade(
+        &mut self,
+        chart: &Chart,
+        cli_values: Value,
+        mode: UpgradeValues,
+    ) -> &ReleaseRecord {
         let current = self.current().clone();
         let (config, chart_values) = reuse_values(
             mode,
@@ -215,11 +225,9 @@ impl History {
             &cli_values,
         );
         self.push(
-            &current.name,
-            &current.namespace,
+            (&current.name, &current.namespace),
             chart,
-            chart_values,
-            config,
+            (chart_values, config),
             Status::PendingUpgrade,
             "Preparing upgrade",
         )
@@ -304,7 +312,14 @@ fn render_postgres(v: &Value) -> String {
             })
             .unwrap_or_default()
     };
-    let image = |p: &str| format!("{}/{}:{}", s(&format!("{p}/registry")), s(&format!("{p}/repository")), s(&format!("{p}/tag")));
+    let image = |p: &str| {
+        format!(
+            "{}/{}:{}",
+            s(&format!("{p}/registry")),
+            s(&format!("{p}/repository")),
+            s(&format!("{p}/tag"))
+        )
+    };
     format!(
         r#"---
 # Source: postgresql/templates/secrets.yaml

@@ -286,7 +286,8 @@ mod tests {
         let gz = encode_release(json.as_bytes());
         let plain = STANDARD.encode(json.as_bytes());
         for data in [gz.as_bytes(), plain.as_bytes()] {
-            let r = decode(src("sh.helm.release.v1.pg.v3", data), Limits::default()).expect("decodes");
+            let r =
+                decode(src("sh.helm.release.v1.pg.v3", data), Limits::default()).expect("decodes");
             assert_eq!(r.revision, 3);
             assert_eq!(r.status, Status::Deployed);
             assert_eq!(&*r.key.name, "pg");
@@ -307,7 +308,11 @@ mod tests {
         let truncated = STANDARD.encode(truncated);
         let bad_json = STANDARD.encode(r#"{"name":"pg","version":"CANARY-pw"}"#);
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-            ("sh.helm.release.v1.pg.v3", b"not base64 CANARY-pw".to_vec(), "base64"),
+            (
+                "sh.helm.release.v1.pg.v3",
+                b"not base64 CANARY-pw".to_vec(),
+                "base64",
+            ),
             ("sh.helm.release.v1.pg.v3", bomb.into_bytes(), "too_large"),
             ("sh.helm.release.v1.pg.v3", truncated.into_bytes(), "gzip"),
             ("sh.helm.release.v1.pg.v3", bad_json.into_bytes(), "json"),
@@ -318,7 +323,13 @@ mod tests {
             ),
         ];
         for (name, data, label) in cases {
-            let err = decode(src(name, &data), Limits { max_decompressed: 1024 }).expect_err(label);
+            let err = decode(
+                src(name, &data),
+                Limits {
+                    max_decompressed: 1024,
+                },
+            )
+            .expect_err(label);
             assert_eq!(err.label(), label, "{err}");
             let msg = err.to_string();
             assert!(msg.contains(&format!("Secret db/{name}")), "{msg}");
@@ -330,8 +341,11 @@ mod tests {
     fn a_record_cannot_speak_for_another_namespace() {
         let json = release_json("").replace(r#""namespace":"db""#, r#""namespace":"prod""#);
         let data = encode_release(json.as_bytes());
-        let err = decode(src("sh.helm.release.v1.pg.v3", data.as_bytes()), Limits::default())
-            .expect_err("namespace mismatch");
+        let err = decode(
+            src("sh.helm.release.v1.pg.v3", data.as_bytes()),
+            Limits::default(),
+        )
+        .expect_err("namespace mismatch");
         assert_eq!(err.label(), "inconsistent");
     }
 }

@@ -120,14 +120,17 @@ pub fn index_manifest(manifest: &str, release_namespace: &str) -> ManifestIndex 
                 continue;
             }
         };
-        let (Some(api_version), Some(kind)) = (parsed.api_version.as_deref(), parsed.kind.as_deref())
+        let (Some(api_version), Some(kind)) =
+            (parsed.api_version.as_deref(), parsed.kind.as_deref())
         else {
             continue;
         };
         let Some(kind) = WorkloadKind::from_api_version_kind(api_version, kind) else {
             continue;
         };
-        let Some(meta) = parsed.metadata else { continue };
+        let Some(meta) = parsed.metadata else {
+            continue;
+        };
         let Some(name) = meta.name.filter(|n| !n.is_empty()) else {
             continue;
         };
@@ -161,8 +164,14 @@ mod tests {
 
     #[test]
     fn finds_kind_before_parsing() {
-        assert_eq!(top_level_kind("apiVersion: v1\nkind: Secret\n"), Some("Secret"));
-        assert_eq!(top_level_kind("kind: \"Deployment\" # c\n"), Some("Deployment"));
+        assert_eq!(
+            top_level_kind("apiVersion: v1\nkind: Secret\n"),
+            Some("Secret")
+        );
+        assert_eq!(
+            top_level_kind("kind: \"Deployment\" # c\n"),
+            Some("Deployment")
+        );
         // Nested kind: lines do not count.
         assert_eq!(top_level_kind("spec:\n  kind: Deployment\n"), None);
         assert_eq!(top_level_kind("{\"kind\": \"Pod\"}"), None);
@@ -231,13 +240,18 @@ metadata:
         );
         let sts = &idx.workloads[0];
         assert_eq!(sts.containers.len(), 2);
-        assert_eq!(sts.containers[0].image.as_str(), "docker.io/bitnami/postgresql:15.4.0");
+        assert_eq!(
+            sts.containers[0].image.as_str(),
+            "docker.io/bitnami/postgresql:15.4.0"
+        );
         assert_eq!(idx.workloads[1].containers[0].image.as_str(), "pg-dump:15");
     }
 
     #[test]
     fn alias_bombs_hit_the_budget() {
-        let mut doc = String::from("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        let mut doc = String::from(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
+        );
         for i in 1..12 {
             let p = i - 1;
             doc.push_str(&format!(

@@ -76,8 +76,17 @@ fn chart(version: &str, tag: &str) -> Chart {
 
 /// Release `shop/web`: rev 1 (nginx 1.26, superseded), rev 2 (nginx 1.27, deployed).
 fn history() -> History {
-    let mut h = History::install("web", "shop", &chart("1.0.0", "1.26"), json!({"password": CANARY}));
-    h.begin_upgrade(&chart("1.1.0", "1.27"), json!({"password": CANARY}), UpgradeValues::Default);
+    let mut h = History::install(
+        "web",
+        "shop",
+        &chart("1.0.0", "1.26"),
+        json!({"password": CANARY}),
+    );
+    h.begin_upgrade(
+        &chart("1.1.0", "1.27"),
+        json!({"password": CANARY}),
+        UpgradeValues::Default,
+    );
     h.complete();
     h
 }
@@ -125,7 +134,10 @@ fn update(new: &str) -> Request {
         owners: vec![],
         pod_template_hash: None,
         containers: containers(&[("app", new), ("migrate", CHART_INIT)]),
-        old_containers: Some(containers(&[("app", "nginx:1.27"), ("migrate", CHART_INIT)])),
+        old_containers: Some(containers(&[
+            ("app", "nginx:1.27"),
+            ("migrate", CHART_INIT),
+        ])),
     }
 }
 
@@ -172,9 +184,22 @@ fn manual_image_drift_by_mode() {
 #[test]
 fn denial_names_everything_and_both_ways_forward() {
     let idx = index_of(&history());
-    let v = decide_in(Mode::Enforce, Webhook::Validate, &update("nginx:1.26"), &idx);
+    let v = decide_in(
+        Mode::Enforce,
+        Webhook::Validate,
+        &update("nginx:1.26"),
+        &idx,
+    );
     let msg = v.message.clone().expect("a message");
-    for needle in ["\"app\"", "nginx:1.26", "nginx:1.27", "shop/web", "revision 2", "helm upgrade", ALLOW_DRIFT] {
+    for needle in [
+        "\"app\"",
+        "nginx:1.26",
+        "nginx:1.27",
+        "shop/web",
+        "revision 2",
+        "helm upgrade",
+        ALLOW_DRIFT,
+    ] {
         assert!(msg.contains(needle), "{needle} missing from {msg}");
     }
     assert_eq!(v.outcome(), Outcome::Denied);
@@ -206,7 +231,10 @@ fn audit_warnings_are_short() {
 fn what_is_not_a_violation() {
     let idx = index_of(&history());
     let mut back_to_chart = update("docker.io/library/nginx:1.27");
-    back_to_chart.old_containers = Some(containers(&[("app", "nginx:1.26"), ("migrate", CHART_INIT)]));
+    back_to_chart.old_containers = Some(containers(&[
+        ("app", "nginx:1.26"),
+        ("migrate", CHART_INIT),
+    ]));
     let untouched = update("nginx:1.27");
     let mut still_drifting_untouched = update("nginx:1.26");
     still_drifting_untouched.old_containers = Some(still_drifting_untouched.containers.clone());
@@ -229,7 +257,10 @@ fn what_is_not_a_violation() {
     for (what, req) in [
         ("back to the chart's image", back_to_chart),
         ("no image touched", untouched),
-        ("old drift, this edit does not touch images", still_drifting_untouched),
+        (
+            "old drift, this edit does not touch images",
+            still_drifting_untouched,
+        ),
         ("container the chart does not render", sidecar),
         ("Kubernetes controller", controller),
         ("not Helm-managed", not_helm),
@@ -252,7 +283,11 @@ fn break_glass_allows_and_records_in_every_mode() {
         let v = decide_in(mode, Webhook::Validate, &req, &idx);
         assert!(v.allowed, "{mode:?}");
         assert!(v.warnings[0].contains("INC-4711"), "{:?}", v.warnings);
-        assert!(v.audit_annotations.iter().any(|(k, r)| k == "allow-drift" && r.contains("INC-4711")));
+        assert!(
+            v.audit_annotations
+                .iter()
+                .any(|(k, r)| k == "allow-drift" && r.contains("INC-4711"))
+        );
         assert_eq!(v.events[0].reason, "BreakGlassDrift");
         let m = decide_in(mode, Webhook::Mutate, &req, &idx);
         let value = m.patch[0]["value"].as_str().expect("mark value");
@@ -276,19 +311,32 @@ fn mark_is_idempotent_and_removed_when_back_in_line() {
     let mut obj = json!({"metadata": {"name": "web"}});
     let patch: json_patch::Patch = serde_json::from_value(json!(first.patch)).expect("RFC 6902");
     json_patch::patch(&mut obj, &patch).expect("applies");
-    let mark = obj["metadata"]["annotations"][DRIFT_MARK].as_str().expect("mark").to_owned();
+    let mark = obj["metadata"]["annotations"][DRIFT_MARK]
+        .as_str()
+        .expect("mark")
+        .to_owned();
     let mut again = req.clone();
     again.has_annotations = true;
     again.drift_mark = Some(mark.clone());
     let second = decide_later(&again, &idx, "2026-11-26T12:00:05Z");
-    assert!(second.patch.is_empty(), "reinvocation must not patch: {:?}", second.patch);
+    assert!(
+        second.patch.is_empty(),
+        "reinvocation must not patch: {:?}",
+        second.patch
+    );
 
     // Someone sets the chart's image again: the mark goes.
     let mut fixed = update("nginx:1.27");
-    fixed.old_containers = Some(containers(&[("app", "nginx:1.26"), ("migrate", CHART_INIT)]));
+    fixed.old_containers = Some(containers(&[
+        ("app", "nginx:1.26"),
+        ("migrate", CHART_INIT),
+    ]));
     fixed.drift_mark = Some(mark);
     let v = decide_in(Mode::Audit, Webhook::Mutate, &fixed, &idx);
-    assert_eq!(v.patch, vec![json!({"op": "remove", "path": "/metadata/annotations/helm-guard.io~1drift"})]);
+    assert_eq!(
+        v.patch,
+        vec![json!({"op": "remove", "path": "/metadata/annotations/helm-guard.io~1drift"})]
+    );
     let patch: json_patch::Patch = serde_json::from_value(json!(v.patch)).expect("RFC 6902");
     json_patch::patch(&mut obj, &patch).expect("applies");
     assert!(obj["metadata"]["annotations"].get(DRIFT_MARK).is_none());
@@ -297,7 +345,6 @@ fn mark_is_idempotent_and_removed_when_back_in_line() {
 fn decide_later(req: &Request, idx: &Index, now: &str) -> Verdict {
     decide(Webhook::Mutate, req, idx, &Settings::new(Mode::Audit), now)
 }
-
 
 #[test]
 fn helm_is_trusted_only_with_a_pending_revision() {
@@ -312,9 +359,16 @@ fn helm_is_trusted_only_with_a_pending_revision() {
     assert_eq!(v.actor, "helm-unverified");
 
     // Helm has written the pending revision that renders 1.28: its own write is allowed.
-    h.begin_upgrade(&chart("1.2.0", "1.28"), json!({}), UpgradeValues::ResetValues);
+    h.begin_upgrade(
+        &chart("1.2.0", "1.28"),
+        json!({}),
+        UpgradeValues::ResetValues,
+    );
     let idx = index_of(&h);
-    helm_write.containers = containers(&[("app", "nginx:1.28"), ("migrate", "registry.example.com:5000/team/migrate:1.28")]);
+    helm_write.containers = containers(&[
+        ("app", "nginx:1.28"),
+        ("migrate", "registry.example.com:5000/team/migrate:1.28"),
+    ]);
     let v = decide_in(Mode::Enforce, Webhook::Validate, &helm_write, &idx);
     assert!(v.allowed, "{v:?}");
     assert_eq!(v.actor, "helm");
@@ -333,24 +387,37 @@ fn objects_the_release_does_not_render_are_judged_through_their_owner() {
     rs.kind = Some(WorkloadKind::ReplicaSet);
     rs.name = "web-7d4b9c8f6d".into();
     rs.pod_template_hash = Some("7d4b9c8f6d".into());
-    rs.owners = vec![Owner { kind: "Deployment".into(), name: "web".into() }];
+    rs.owners = vec![Owner {
+        kind: "Deployment".into(),
+        name: "web".into(),
+    }];
 
     let mut pod = update("nginx:1.26");
     pod.kind = Some(WorkloadKind::Pod);
     pod.name = "web-7d4b9c8f6d-x2x9z".into();
     pod.release_annotation = None;
     pod.pod_template_hash = Some("7d4b9c8f6d".into());
-    pod.owners = vec![Owner { kind: "ReplicaSet".into(), name: "web-7d4b9c8f6d".into() }];
+    pod.owners = vec![Owner {
+        kind: "ReplicaSet".into(),
+        name: "web-7d4b9c8f6d".into(),
+    }];
 
     let mut cron_pod = update("busybox:1.37");
     cron_pod.kind = Some(WorkloadKind::Pod);
     cron_pod.name = "backup-29012345-abcde".into();
     cron_pod.release_annotation = None;
-    cron_pod.owners = vec![Owner { kind: "Job".into(), name: "backup-29012345".into() }];
+    cron_pod.owners = vec![Owner {
+        kind: "Job".into(),
+        name: "backup-29012345".into(),
+    }];
     cron_pod.containers = containers(&[("dump", "busybox:1.37")]);
     cron_pod.old_containers = Some(containers(&[("dump", "busybox:1.36")]));
 
-    for (what, req) in [("replicaset", rs), ("pod of a deployment", pod), ("pod of a cronjob", cron_pod)] {
+    for (what, req) in [
+        ("replicaset", rs),
+        ("pod of a deployment", pod),
+        ("pod of a cronjob", cron_pod),
+    ] {
         let v = decide_in(Mode::Enforce, Webhook::Validate, &req, &idx);
         assert!(!v.allowed, "{what}: {v:?}");
         let ok = {
@@ -365,7 +432,10 @@ fn objects_the_release_does_not_render_are_judged_through_their_owner() {
     let mut orphan = update("nginx:1.26");
     orphan.kind = Some(WorkloadKind::ReplicaSet);
     orphan.name = "api-5f6d".into();
-    orphan.owners = vec![Owner { kind: "Deployment".into(), name: "api".into() }];
+    orphan.owners = vec![Owner {
+        kind: "Deployment".into(),
+        name: "api".into(),
+    }];
     let v = decide_in(Mode::Enforce, Webhook::Validate, &orphan, &idx);
     assert!(v.allowed && v.warnings.is_empty(), "{v:?}");
 }
@@ -407,7 +477,10 @@ fn manual_create_of_a_rendered_object_is_judged() {
 #[test]
 fn long_references_keep_warnings_within_limits() {
     let idx = index_of(&history());
-    let long = format!("registry.example.com/{}/app:1", "very-long-path-segment/".repeat(12).trim_end_matches('/'));
+    let long = format!(
+        "registry.example.com/{}/app:1",
+        "very-long-path-segment/".repeat(12).trim_end_matches('/')
+    );
     let mut req = update(&long);
     req.allow_drift = Some("é".repeat(300));
     let v = decide_in(Mode::Audit, Webhook::Validate, &req, &idx);
@@ -417,7 +490,10 @@ fn long_references_keep_warnings_within_limits() {
 
 #[test]
 fn owner_name_helpers() {
-    assert_eq!(deployment_of("web-7d4b9c8f6d", Some("7d4b9c8f6d")), Some("web"));
+    assert_eq!(
+        deployment_of("web-7d4b9c8f6d", Some("7d4b9c8f6d")),
+        Some("web")
+    );
     assert_eq!(deployment_of("web-api-7d4b", None), Some("web-api"));
     assert_eq!(deployment_of("web-7d4b", Some("other")), None);
     assert_eq!(cronjob_of("backup-29012345"), Some("backup"));

@@ -1,0 +1,398 @@
+//! Command line: `serve`, `review`, `demo`, `certs`. Every flag can also be set through the
+//! environment as `HELM_GUARD_<FLAG>`; a flag on the command line wins over its variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum_server::tls_rustls::RustlsConfig;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::actor::ActorSettings;
+use crate::helm::Limits;
+use crate::policy::{MissingRelease, Mode, Settings, Webhook};
+use crate::review::{self, ReviewOptions};
+use crate::server::{self, AppState};
+use crate::store::load_files;
+use crate::{demo, tls};
+
+/// A Kubernetes admission webhook that keeps Helm-managed workloads honest: it rejects (or
+/// records) manual image changes that differ from what the deployed Helm release renders.
+#[derive(Debug, Parser)]
+#[command(name = "helm-guard", version, about, long_about = None)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTPS admission webhook.
+    Serve(ServeArgs),
+    /// Judge one AdmissionReview offline (file or stdin, JSON or YAML) against release
+    /// records in files; print the AdmissionReview response. Exit 0 allowed, 1 denied,
+    /// 2 bad input.
+    Review(ReviewArgs),
+    /// Replay the seed story (Helm upgrade, manual rollback, break-glass) against the real
+    /// HTTPS server on 127.0.0.1, with a bundled release. No cluster needed.
+    Demo,
+    /// Write a CA and a serving certificate for the webhook Service (ca.crt, tls.crt, tls.key).
+    Certs(CertsArgs),
+}
+
+/// Guard mode of a namespace.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    /// Deny image drift.
+    Enforce,
+    /// Allow, warn, mark the object.
+    Audit,
+    /// Allow silently.
+    Off,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Audit => Mode::Audit,
+            ModeArg::Off => Mode::Off,
+        }
+    }
+}
+
+/// What to do when an object names a Helm release whose records cannot be found.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MissingArg {
+    /// Allow with a warning.
+    Allow,
+    /// Deny.
+    Deny,
+}
+
+/// Settings shared by `serve` and `review`.
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// What to do when an object names a release with no readable records.
+    #[arg(
+        long,
+        env = "HELM_GUARD_ON_MISSING_RELEASE",
+        value_enum,
+        default_value = "allow"
+    )]
+    pub on_missing_release: MissingArg,
+    /// Field managers that claim to be Helm (trusted only while the release has a pending
+    /// revision).
+    #[arg(
+        long,
+        env = "HELM_GUARD_HELM_MANAGERS",
+        value_delimiter = ',',
+        default_value = "helm,helm-controller"
+    )]
+    pub helm_managers: Vec<String>,
+    /// Users whose writes are never judged.
+    #[arg(
+        long,
+        env = "HELM_GUARD_EXEMPT_USERS",
+        value_delimiter = ',',
+        default_value = "system:kube-controller-manager"
+    )]
+    pub exempt_users: Vec<String>,
+    /// User-name prefixes whose writes are never judged.
+    #[arg(
+        long,
+        env = "HELM_GUARD_EXEMPT_USER_PREFIXES",
+        value_delimiter = ',',
+        default_value = "system:serviceaccount:kube-system:"
+    )]
+    pub exempt_user_prefixes: Vec<String>,
+    /// Groups whose writes are never judged (none by default).
+    #[arg(long, env = "HELM_GUARD_EXEMPT_GROUPS", value_delimiter = ',')]
+    pub exempt_groups: Vec<String>,
+    /// Largest decompressed Helm release record accepted, in bytes.
+    #[arg(long, env = "HELM_GUARD_MAX_RELEASE_BYTES", default_value_t = 32 << 20)]
+    pub max_release_bytes: usize,
+}
+
+impl PolicyArgs {
+    fn settings(&self, mode: Mode) -> Settings {
+        Settings {
+            mode,
+            missing_release: match self.on_missing_release {
+                MissingArg::Allow => MissingRelease::Allow,
+                MissingArg::Deny => MissingRelease::Deny,
+            },
+            actors: ActorSettings {
+                helm_managers: self.helm_managers.clone(),
+                exempt_users: self.exempt_users.clone(),
+                exempt_user_prefixes: self.exempt_user_prefixes.clone(),
+                exempt_groups: self.exempt_groups.clone(),
+            },
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_decompressed: self.max_release_bytes,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook listener.
+    #[arg(long, env = "HELM_GUARD_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP admin listener (/healthz, /readyz) for probes.
+    #[arg(long, env = "HELM_GUARD_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+    /// PEM certificate chain of the webhook.
+    #[arg(long, env = "HELM_GUARD_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM private key of the webhook.
+    #[arg(long, env = "HELM_GUARD_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// Mode of the `/validate` and `/mutate` routes (the `/…/{mode}` routes name theirs).
+    #[arg(
+        long,
+        env = "HELM_GUARD_DEFAULT_MODE",
+        value_enum,
+        default_value = "audit"
+    )]
+    pub default_mode: ModeArg,
+    /// Load release records (Secrets/ConfigMaps as `kubectl get -o json|yaml` prints them)
+    /// from these files or directories instead of watching the cluster.
+    #[arg(long = "releases", env = "HELM_GUARD_RELEASES", value_delimiter = ',')]
+    pub releases: Vec<PathBuf>,
+    /// Largest AdmissionReview body accepted, in bytes (larger: HTTP 413, the webhook's
+    /// failurePolicy decides).
+    #[arg(long, env = "HELM_GUARD_MAX_BODY_BYTES", default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// Answer within this many milliseconds or give up with HTTP 503 (the failurePolicy
+    /// decides); keep it below the webhook's timeoutSeconds.
+    #[arg(long, env = "HELM_GUARD_DEADLINE_MS", default_value_t = 2500)]
+    pub deadline_ms: u64,
+    /// How long in-flight requests may finish after SIGTERM, in seconds.
+    #[arg(long, env = "HELM_GUARD_DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+    /// Log format.
+    #[arg(
+        long,
+        env = "HELM_GUARD_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReviewArgs {
+    /// Mode to judge in.
+    #[arg(long, env = "HELM_GUARD_MODE", value_enum, default_value = "enforce")]
+    pub mode: ModeArg,
+    /// Answer as the mutating webhook (the response carries the JSON patch, if any).
+    #[arg(long)]
+    pub mutate: bool,
+    /// Release records: files or directories of Secrets/ConfigMaps (JSON or YAML; single
+    /// objects, Lists or multi-document YAML). May be repeated; none is valid.
+    #[arg(long = "releases")]
+    pub releases: Vec<PathBuf>,
+    /// The AdmissionReview (JSON or YAML); `-` or absent reads stdin.
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CertsArgs {
+    /// Name of the webhook Service.
+    #[arg(long, default_value = "helm-guard")]
+    pub service: String,
+    /// Namespace of the webhook Service.
+    #[arg(long, default_value = "helm-guard")]
+    pub namespace: String,
+    /// Where to write ca.crt, tls.crt and tls.key.
+    #[arg(long, default_value = "certs")]
+    pub out_dir: PathBuf,
+    /// Validity of the serving certificate in days (the CA is valid ten years).
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+}
+
+/// Runs a parsed command line.
+pub fn run(args: Args) -> ExitCode {
+    match args.command {
+        Command::Review(a) => {
+            init_logs(LogFormat::Text, "warn", true);
+            let opts = ReviewOptions {
+                settings: a.policy.settings(a.mode.into()),
+                webhook: if a.mutate {
+                    Webhook::Mutate
+                } else {
+                    Webhook::Validate
+                },
+                releases: a.releases.clone(),
+                input: a.file.clone(),
+                limits: a.policy.limits(),
+            };
+            let code = review::run(
+                &opts,
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+                std::io::stderr().lock(),
+            );
+            ExitCode::from(code as u8)
+        }
+        Command::Demo => {
+            init_logs(LogFormat::Text, "warn", true);
+            let result = runtime().and_then(|rt| {
+                rt.block_on(async {
+                    let mut out = std::io::stdout().lock();
+                    demo::run(&mut out).await.context("demo")
+                })
+            });
+            match result {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("helm-guard demo: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Certs(a) => match certs(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("helm-guard certs: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve(a) => {
+            init_logs(a.log_format, "info", false);
+            if a.releases.is_empty() {
+                eprintln!(
+                    "helm-guard serve: reading releases from the cluster is not available in this \
+                     build yet; pass --releases PATH (files of release Secrets/ConfigMaps)"
+                );
+                return ExitCode::from(2);
+            }
+            match runtime().and_then(|rt| rt.block_on(serve(a))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "serve failed");
+                    eprintln!("helm-guard serve: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let (index, report) = load_files(&a.releases, a.policy.limits()).context("loading releases")?;
+    tracing::info!(
+        records = report.records,
+        releases = index.len(),
+        "release store loaded from files"
+    );
+    let cert = tokio::fs::read(&a.tls_cert)
+        .await
+        .with_context(|| format!("reading {}", a.tls_cert.display()))?;
+    let key = tokio::fs::read(&a.tls_key)
+        .await
+        .with_context(|| format!("reading {}", a.tls_key.display()))?;
+    let config = RustlsConfig::from_config(Arc::new(tls::server_config(&cert, &key)?));
+    let state = AppState::new(
+        Arc::new(RwLock::new(index)),
+        a.policy.settings(a.default_mode.into()),
+        server::Limits {
+            max_body_bytes: a.max_body_bytes,
+            deadline: Duration::from_millis(a.deadline_ms),
+        },
+        Arc::new(AtomicBool::new(true)),
+    );
+    let running = server::start(state, config, a.listen, Some(a.admin_listen)).await?;
+    tracing::info!(listen = %running.addr, admin = ?running.admin_addr, "serving");
+    server::shutdown_signal().await;
+    tracing::info!(drain_seconds = a.drain_seconds, "shutting down");
+    running
+        .shutdown(Duration::from_secs(a.drain_seconds))
+        .await?;
+    Ok(())
+}
+
+fn certs(a: &CertsArgs) -> anyhow::Result<()> {
+    let bundle = tls::generate(&tls::service_sans(&a.service, &a.namespace), a.days)?;
+    std::fs::create_dir_all(&a.out_dir)
+        .with_context(|| format!("creating {}", a.out_dir.display()))?;
+    let write = |name: &str, body: &str, private: bool| -> anyhow::Result<()> {
+        let path = a.out_dir.join(name);
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        use std::io::Write;
+        opts.open(&path)
+            .and_then(|mut f| f.write_all(body.as_bytes()))
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    write("ca.crt", &bundle.ca_pem, false)?;
+    write("tls.crt", &bundle.cert_pem, false)?;
+    write("tls.key", &bundle.key_pem, true)?;
+    let dir = a.out_dir.display();
+    println!(
+        "wrote {dir}/ca.crt, {dir}/tls.crt, {dir}/tls.key (ECDSA P-256; serving certificate valid {} days)\n\
+         SANs: {}\n\n\
+         To install them and inject the CA into the webhook configurations:\n  \
+         cp deploy/self-signed/certs-kustomization.yaml {dir}/kustomization.yaml\n  \
+         kubectl apply --server-side -k {dir}/\n\n\
+         Or by hand: caBundle is base64 of ca.crt:  base64 -w0 {dir}/ca.crt",
+        a.days,
+        tls::service_sans(&a.service, &a.namespace).join(", ")
+    );
+    Ok(())
+}
+
+/// Sets up logging. `serve` logs JSON to stdout; the one-shot commands log to stderr so
+/// that their stdout stays machine-readable.
+fn init_logs(format: LogFormat, default: &str, stderr: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = match (format, stderr) {
+        (LogFormat::Json, false) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        (LogFormat::Json, true) => builder.json().with_writer(std::io::stderr).try_init(),
+        (LogFormat::Text, false) => builder.try_init(),
+        (LogFormat::Text, true) => builder.with_writer(std::io::stderr).try_init(),
+    };
+    let _ = result;
+}

@@ -1,0 +1,103 @@
+//! `helm-guard review`: one AdmissionReview, judged offline against release records in files.
+//!
+//! The contract CI pipelines rely on: the AdmissionReview response as JSON on stdout; exit 0
+//! when allowed, 1 when denied, 2 when the input is bad (message on stderr, nothing on stdout).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::admission::{self, rfc3339};
+use crate::helm::Limits;
+use crate::policy::{Settings, Webhook};
+use crate::store::load_files;
+
+/// What `review` was asked to do.
+#[derive(Clone, Debug)]
+pub struct ReviewOptions {
+    pub settings: Settings,
+    pub webhook: Webhook,
+    pub releases: Vec<PathBuf>,
+    /// `None` or `-` reads stdin.
+    pub input: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+/// Largest AdmissionReview read from a file or stdin.
+const MAX_INPUT: u64 = 64 << 20;
+
+/// Runs a review; returns the process exit code.
+pub fn run(
+    opts: &ReviewOptions,
+    stdin: impl Read,
+    mut stdout: impl Write,
+    mut stderr: impl Write,
+) -> i32 {
+    match review(opts, stdin) {
+        Ok((review, allowed)) => {
+            let text = serde_json::to_string_pretty(&review).unwrap_or_default();
+            if writeln!(stdout, "{text}").is_err() {
+                return 2;
+            }
+            if allowed { 0 } else { 1 }
+        }
+        Err(message) => {
+            let _ = writeln!(stderr, "helm-guard review: {message}");
+            2
+        }
+    }
+}
+
+fn review(opts: &ReviewOptions, stdin: impl Read) -> Result<(Value, bool), String> {
+    let (index, _) = load_files(&opts.releases, opts.limits).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    let (reader, what): (Box<dyn Read>, String) = match &opts.input {
+        Some(p) if p.as_os_str() != "-" => (
+            Box::new(std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?),
+            p.display().to_string(),
+        ),
+        _ => (Box::new(stdin), "stdin".to_owned()),
+    };
+    reader
+        .take(MAX_INPUT + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{what}: {e}"))?;
+    if text.len() as u64 > MAX_INPUT {
+        return Err(format!("{what}: larger than {MAX_INPUT} bytes"));
+    }
+    let value = parse_document(&text).map_err(|e| format!("{what}: {e}"))?;
+    let req = admission::parse_value(value).map_err(|e| format!("{what}: {e}"))?;
+    let reviewed = admission::review_request(
+        opts.webhook,
+        &req,
+        &index,
+        &opts.settings,
+        &rfc3339(SystemTime::now()),
+    );
+    let Some(verdict) = reviewed.verdict else {
+        let msg = reviewed.review["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or("unreadable request")
+            .to_owned();
+        return Err(format!("{what}: {msg}"));
+    };
+    Ok((reviewed.review, verdict.allowed))
+}
+
+/// One JSON or YAML document.
+fn parse_document(text: &str) -> Result<Value, String> {
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text)
+            .map_err(|e| format!("not JSON ({:?} error at line {})", e.classify(), e.line()))
+    } else {
+        let options = serde_saphyr::options! { with_snippet: false };
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            e.location().map_or_else(
+                || "not YAML".to_owned(),
+                |l| format!("not YAML (error at line {})", l.line()),
+            )
+        })
+    }
+}
