@@ -1,0 +1,310 @@
+//! The commands as users run them: the built binary, real files, stdin/stdout, exit codes.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+use helm_guard::fixtures::Edit;
+use helm_guard::helm::build::{History, postgres_chart};
+use helm_guard::helm::coalesce::UpgradeValues;
+use helm_guard::workload::WorkloadKind;
+
+const CANARY: &str = "CANARY-cli-pa55word";
+const PG11: &str = "docker.io/bitnami/postgresql:11.22.0";
+const PG15: &str = "docker.io/bitnami/postgresql:15.4.0";
+const EXPORTER: &str = "docker.io/bitnami/postgres-exporter:0.15.0";
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_helm-guard"))
+}
+
+fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_LOG")
+        .spawn()
+        .expect("spawn");
+    let input = stdin.unwrap_or("").to_owned();
+    let mut pipe = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    out
+}
+
+fn history() -> History {
+    let values = |tag: &str| json!({"image": {"tag": tag}, "auth": {"postgresPassword": CANARY}});
+    let mut h = History::install(
+        "db",
+        "db",
+        &postgres_chart("12.0.0", "11.22.0"),
+        values("11.22.0"),
+    );
+    h.begin_upgrade(
+        &postgres_chart("14.0.0", "15.4.0"),
+        values("15.4.0"),
+        UpgradeValues::Default,
+    );
+    h.complete();
+    h
+}
+
+/// Writes the release as `kubectl get -o json` (a List of Secrets) and, for revision 2, as a
+/// ConfigMap in multi-document YAML (JSON is YAML) next to an unrelated object.
+fn write_releases(dir: &Path) {
+    let h = history();
+    std::fs::write(dir.join("secrets.json"), h.secrets_list().to_string()).expect("write");
+    let other = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: unrelated\n  namespace: db\n";
+    let yaml = format!("{other}---\n{}\n", h.revisions[1].config_map());
+    std::fs::write(dir.join("cm.yaml"), yaml).expect("write");
+    std::fs::write(dir.join("notes.txt"), "not read: wrong extension").expect("write");
+}
+
+fn rollback() -> Edit {
+    Edit::kubectl_set_image(
+        WorkloadKind::StatefulSet,
+        "db",
+        "db-postgresql",
+        "db",
+        &[("postgresql", PG15), ("metrics", EXPORTER)],
+        &[("postgresql", PG11), ("metrics", EXPORTER)],
+    )
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+#[test]
+fn review_exit_codes_and_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_releases(dir.path());
+    let review = dir.path().join("request.json");
+    std::fs::write(&review, rollback().review("r-1").to_string()).expect("write");
+    let releases = dir.path().to_str().expect("utf-8 path");
+
+    // Denied in enforce: exit 1, the response on stdout.
+    let out = run(
+        bin()
+            .args(["review", "--mode", "enforce", "--releases", releases])
+            .arg(&review),
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = stdout_json(&out);
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(v["kind"], "AdmissionReview");
+    assert_eq!(v["response"]["uid"], "r-1");
+    assert_eq!(v["response"]["allowed"], false);
+
+    // Allowed in audit: exit 0; the mutating answer carries a base64 patch.
+    let out = run(
+        bin()
+            .args([
+                "review",
+                "--mode",
+                "audit",
+                "--mutate",
+                "--releases",
+                releases,
+            ])
+            .arg(&review),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout_json(&out)["response"]["patch"].is_string());
+
+    // YAML on stdin (`-`), break-glass: allowed.
+    let yaml = rollback()
+        .with_break_glass("INC-7")
+        .review("r-2")
+        .to_string();
+    let out = run(
+        bin().args(["review", "--releases", releases, "-"]),
+        Some(&yaml),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No releases at all is valid: the release is unknown, allowed with a warning.
+    let out = run(bin().args(["review"]).arg(&review), None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout_json(&out)["response"]["warnings"][0]
+            .as_str()
+            .expect("warning")
+            .contains("not found")
+    );
+
+    for out in [&out] {
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(CANARY));
+    }
+}
+
+#[test]
+fn review_bad_input_is_exit_2_with_nothing_on_stdout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_releases(dir.path());
+    let broken = dir.path().join("broken.json");
+    // A release Secret whose data is not Helm's encoding.
+    std::fs::write(
+        &broken,
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+               "metadata": {"name": "sh.helm.release.v1.x.v1", "namespace": "db", "labels": {"owner": "helm"}},
+               "data": {"release": "Q0FOQVJZLWNsaS1wYTU1d29yZA=="}})
+        .to_string(),
+    )
+    .expect("write");
+    let good = rollback().review("r-3").to_string();
+    let cases: Vec<(Vec<String>, Option<String>, &str)> = vec![
+        (
+            vec!["review".into()],
+            Some("{not an admission review".into()),
+            "stdin",
+        ),
+        (
+            vec!["review".into()],
+            Some("apiVersion: v1\nkind: Pod\n".into()),
+            "no request",
+        ),
+        (
+            vec![
+                "review".into(),
+                "--releases".into(),
+                broken.display().to_string(),
+                "-".into(),
+            ],
+            Some(good.clone()),
+            "sh.helm.release.v1.x.v1",
+        ),
+        (
+            vec![
+                "review".into(),
+                "--releases".into(),
+                "/nonexistent/releases".into(),
+            ],
+            Some(good.clone()),
+            "/nonexistent/releases",
+        ),
+        (
+            vec!["review".into(), "/nonexistent/request.json".into()],
+            None,
+            "/nonexistent/request.json",
+        ),
+    ];
+    for (args, stdin, want) in cases {
+        let out = run(bin().args(&args), stdin.as_deref());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: stdout must stay empty");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("CANARY"), "{err}");
+    }
+}
+
+#[test]
+fn demo_runs_the_seed_story() {
+    let out = run(bin().arg("demo"), None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("behaved as expected"), "{text}");
+    assert!(!text.contains(helm_guard::demo::DEMO_PASSWORD));
+}
+
+#[test]
+fn serve_without_a_store_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        bin()
+            .args(["serve", "--tls-cert", "x", "--tls-key", "y"])
+            .current_dir(dir.path()),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--releases"));
+}
+
+#[test]
+fn certs_writes_a_usable_bundle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        bin()
+            .args([
+                "certs",
+                "--service",
+                "hg",
+                "--namespace",
+                "ops",
+                "--out-dir",
+            ])
+            .arg(dir.path()),
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hg.ops.svc.cluster.local"));
+    let read = |f: &str| std::fs::read(dir.path().join(f)).expect(f);
+    helm_guard::tls::install_provider();
+    helm_guard::tls::server_config(&read("tls.crt"), &read("tls.key")).expect("cert and key match");
+    helm_guard::tls::client_config(&read("ca.crt")).expect("CA");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("tls.key"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "private key must not be group/world readable"
+        );
+    }
+}
+
+#[test]
+fn help_documents_every_flag_and_its_variable() {
+    let out = run(bin().args(["serve", "--help"]), None);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--admin-listen",
+        "--tls-cert",
+        "--tls-key",
+        "--default-mode",
+        "--releases",
+        "--max-body-bytes",
+        "--deadline-ms",
+        "--on-missing-release",
+        "--helm-managers",
+        "--exempt-users",
+        "--max-release-bytes",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from serve --help");
+    }
+    assert!(help.contains("HELM_GUARD_DEFAULT_MODE"));
+}

@@ -1,0 +1,327 @@
+//! The webhook over real TLS: rustls server, rustls client trusting a CA made with rcgen,
+//! AdmissionReviews shaped as the API server sends them, release records encoded as Helm
+//! encodes them.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use helm_guard::client::WebhookClient;
+use helm_guard::fixtures::{Edit, record_review};
+use helm_guard::helm::Limits;
+use helm_guard::helm::build::{History, postgres_chart};
+use helm_guard::helm::coalesce::UpgradeValues;
+use helm_guard::policy::{Mode, Settings};
+use helm_guard::server::{self, AppState, Running};
+use helm_guard::store::{Index, SharedIndex, index_record};
+use helm_guard::workload::WorkloadKind;
+use helm_guard::{demo, tls};
+
+const CANARY: &str = "CANARY-db-pa55word-do-not-leak";
+const PG11: &str = "docker.io/bitnami/postgresql:11.22.0";
+const PG15: &str = "docker.io/bitnami/postgresql:15.4.0";
+const EXPORTER: &str = "docker.io/bitnami/postgres-exporter:0.15.0";
+
+/// Release db/db: rev 1 (11, superseded) and rev 2 (15, deployed), password in the values.
+fn history() -> History {
+    let values = |tag: &str| json!({"image": {"tag": tag}, "auth": {"postgresPassword": CANARY}});
+    let mut h = History::install(
+        "db",
+        "db",
+        &postgres_chart("12.0.0", "11.22.0"),
+        values("11.22.0"),
+    );
+    h.begin_upgrade(
+        &postgres_chart("14.0.0", "15.4.0"),
+        values("15.4.0"),
+        UpgradeValues::Default,
+    );
+    h.complete();
+    h
+}
+
+fn index_of(h: &History) -> SharedIndex {
+    let mut idx = Index::default();
+    for r in &h.revisions {
+        idx.apply(
+            index_record(&r.secret(), Limits::default())
+                .expect("record")
+                .expect("decodes"),
+        );
+    }
+    Arc::new(RwLock::new(idx))
+}
+
+struct Fixture {
+    running: Running,
+    client: WebhookClient,
+    ready: Arc<AtomicBool>,
+}
+
+async fn start(limits: server::Limits, mode: Mode) -> Fixture {
+    tls::install_provider();
+    let bundle = tls::generate(&["127.0.0.1".to_owned()], 1).expect("certs");
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = AppState::new(
+        index_of(&history()),
+        Settings::new(mode),
+        limits,
+        ready.clone(),
+    );
+    let config = RustlsConfig::from_config(Arc::new(
+        tls::server_config(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
+            .expect("server config"),
+    ));
+    let running = server::start(
+        state,
+        config,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+    )
+    .await
+    .expect("server starts");
+    let client = WebhookClient::new(
+        bundle.ca_pem.as_bytes(),
+        &format!("https://127.0.0.1:{}", running.addr.port()),
+    )
+    .expect("client");
+    Fixture {
+        running,
+        client,
+        ready,
+    }
+}
+
+fn rollback() -> Edit {
+    Edit::kubectl_set_image(
+        WorkloadKind::StatefulSet,
+        "db",
+        "db-postgresql",
+        "db",
+        &[("postgresql", PG15), ("metrics", EXPORTER)],
+        &[("postgresql", PG11), ("metrics", EXPORTER)],
+    )
+}
+
+async fn post(client: &WebhookClient, path: &str, review: &Value) -> (u16, Value, String) {
+    let (status, body) = client
+        .post_json(path, serde_json::to_vec(review).expect("json"))
+        .await
+        .expect("request");
+    let text = String::from_utf8_lossy(&body).into_owned();
+    (
+        status.as_u16(),
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_story_end_to_end() {
+    let mut out = Vec::new();
+    let failures = demo::run(&mut out).await.expect("demo runs");
+    let transcript = String::from_utf8(out).expect("utf-8");
+    assert_eq!(failures, 0, "{transcript}");
+    assert!(transcript.contains("enforce: denied"), "{transcript}");
+    assert!(!transcript.contains(demo::DEMO_PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modes_over_tls() {
+    let f = start(server::Limits::default(), Mode::Audit).await;
+    let review = rollback().review("uid-1");
+
+    let (status, v, _) = post(&f.client, "/validate/enforce", &review).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(v["kind"], "AdmissionReview");
+    assert_eq!(v["response"]["uid"], "uid-1");
+    assert_eq!(v["response"]["allowed"], false);
+    assert_eq!(v["response"]["status"]["code"], 403);
+
+    // The default route uses the configured default mode (audit here).
+    let (_, v, _) = post(&f.client, "/validate", &review).await;
+    assert_eq!(v["response"]["allowed"], true);
+    assert!(
+        !v["response"]["warnings"]
+            .as_array()
+            .expect("warnings")
+            .is_empty()
+    );
+    assert!(v["response"]["auditAnnotations"]["drift"].is_string());
+
+    // The mutating answer carries the patch as base64 (not an array of numbers), and it
+    // applies to the object the API server holds.
+    let (_, v, _) = post(&f.client, "/mutate/audit", &review).await;
+    assert_eq!(v["response"]["patchType"], "JSONPatch");
+    let patch = STANDARD
+        .decode(v["response"]["patch"].as_str().expect("patch is a string"))
+        .expect("base64");
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("RFC 6902");
+    let mut object = review["request"]["object"].clone();
+    json_patch::patch(&mut object, &patch).expect("applies");
+    assert!(object["metadata"]["annotations"]["helm-guard.io/drift"].is_string());
+
+    // Reinvoked on its own output, the mutating webhook has nothing to change.
+    let mut again = review.clone();
+    again["request"]["object"] = object;
+    let (_, v, _) = post(&f.client, "/mutate/audit", &again).await;
+    assert!(v["response"].get("patch").is_none(), "{v}");
+
+    let (_, v, _) = post(&f.client, "/validate/off", &review).await;
+    assert_eq!(v["response"]["allowed"], true);
+    assert!(v["response"].get("warnings").is_none());
+    f.running
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_answers_are_deliberate() {
+    let limits = server::Limits {
+        max_body_bytes: 256 << 10,
+        ..server::Limits::default()
+    };
+    let f = start(limits, Mode::Enforce).await;
+
+    // Unreadable bodies: 200 with a reasoned, uid-carrying invalid response.
+    let (status, v, _) = post(
+        &f.client,
+        "/validate/enforce",
+        &json!({"request": {"uid": "u-9", "oops": true}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["response"]["uid"], "u-9");
+    assert_eq!(v["response"]["allowed"], false);
+    assert_eq!(v["response"]["status"]["code"], 400);
+    let (status, body) = f
+        .client
+        .post_json("/validate/enforce", b"\x00\xffnot json".to_vec())
+        .await
+        .expect("request");
+    assert_eq!(status.as_u16(), 200);
+    assert!(String::from_utf8_lossy(&body).contains("not an AdmissionReview"));
+
+    // Too large: 413, so the failure policy decides.
+    let mut big = rollback().review("u-big");
+    big["request"]["object"]["metadata"]["annotations"]["filler"] = json!("x".repeat(300 << 10));
+    let (status, _, _) = post(&f.client, "/validate/enforce", &big).await;
+    assert_eq!(status, 413);
+
+    // Unknown mode: loud.
+    let (status, _, _) = post(&f.client, "/validate/strict", &rollback().review("u")).await;
+    assert_eq!(status, 404);
+
+    // Health and readiness, on the TLS port and on the admin port.
+    let (status, _) = f.client.get("/healthz").await.expect("healthz");
+    assert_eq!(status.as_u16(), 200);
+    f.ready.store(false, Ordering::Release);
+    let (status, _) = f.client.get("/readyz").await.expect("readyz");
+    assert_eq!(status.as_u16(), 503);
+    f.ready.store(true, Ordering::Release);
+    let (status, _) = f.client.get("/readyz").await.expect("readyz");
+    assert_eq!(status.as_u16(), 200);
+    let admin = f.running.admin_addr.expect("admin listener");
+    let plain = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("admin port");
+    drop(plain);
+    f.running
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_hands_over_to_the_failure_policy() {
+    let limits = server::Limits {
+        deadline: Duration::ZERO,
+        ..server::Limits::default()
+    };
+    let f = start(limits, Mode::Enforce).await;
+    let (status, _, _) = post(&f.client, "/validate/enforce", &rollback().review("u-slow")).await;
+    assert_eq!(status, 503);
+    f.running
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+}
+
+/// Captures every log line of the process.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_never_leaves_the_process() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .try_init()
+        .expect("first subscriber of this test process");
+
+    let f = start(server::Limits::default(), Mode::Audit).await;
+    let mut responses = String::new();
+    let h = history();
+    let mut requests = vec![
+        rollback().review("c-1"),
+        rollback().with_break_glass("INC-1").review("c-2"),
+        // The release record itself passing through admission (Secret and ConfigMap forms).
+        record_review("c-3", &h.revisions[1].secret(), "CREATE", "helm-user"),
+        record_review("c-4", &h.revisions[1].config_map(), "UPDATE", "helm-user"),
+    ];
+    // A body that fails to parse after the canary.
+    let mut broken = rollback().review("c-5");
+    broken["request"]["object"]["spec"]["template"]["spec"]["containers"] = json!(CANARY);
+    requests.push(broken);
+    for (i, r) in requests.iter().enumerate() {
+        for path in ["/validate/enforce", "/validate/audit", "/mutate/audit"] {
+            let (_, _, text) = post(&f.client, path, r).await;
+            responses.push_str(&text);
+            let _ = i;
+        }
+    }
+    let (_, body) = f
+        .client
+        .post_json("/validate", format!("{{\"request\": {CANARY}").into_bytes())
+        .await
+        .expect("post");
+    responses.push_str(&String::from_utf8_lossy(&body));
+    f.running
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+
+    let logs = String::from_utf8(capture.0.lock().expect("logs").clone()).expect("utf-8");
+    assert!(
+        logs.contains("reviewed"),
+        "the request log lines were captured: {logs}"
+    );
+    assert!(!logs.contains(CANARY), "canary in logs");
+    assert!(!responses.contains(CANARY), "canary in responses");
+    assert!(responses.contains("c-5"), "{responses}");
+}
