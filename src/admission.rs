@@ -21,9 +21,10 @@ use serde_json::{Value, json};
 use crate::actor::{ManagedEntry, WriterFacts};
 use crate::helm::ReleaseKey;
 use crate::policy::{
-    self, ALLOW_DRIFT, DRIFT_MARK, Operation, Owner, RELEASE_NAME, RELEASE_NAMESPACE, Releases,
-    Settings, Verdict, Webhook,
+    self, ALLOW_DRIFT, DRIFT_MARK, ImageOwner, Operation, Owner, RELEASE_NAME, RELEASE_NAMESPACE,
+    RecordFacts, Releases, Settings, Verdict, Webhook,
 };
+use crate::store::index_record;
 use crate::workload::{Spec, WorkloadKind};
 
 /// Why a body could not be reviewed.
@@ -145,8 +146,75 @@ fn containers_of(
     Ok(spec.containers(kind))
 }
 
+/// Who owns each container's `image` field in an object, per its `managedFields`
+/// (`f:spec…f:containers.k:{"name":"x"}.f:image`, at the kind's pod-spec depth).
+fn image_owners(obj: Option<&DynamicObject>, kind: WorkloadKind) -> Vec<ImageOwner> {
+    let path: &[&str] = match kind {
+        WorkloadKind::Pod => &["f:spec"],
+        WorkloadKind::CronJob => &["f:spec", "f:jobTemplate", "f:spec", "f:template", "f:spec"],
+        _ => &["f:spec", "f:template", "f:spec"],
+    };
+    let mut out = Vec::new();
+    let entries = obj.and_then(|o| o.metadata.managed_fields.as_ref());
+    for e in entries.into_iter().flatten() {
+        let Some(fields) = &e.fields_v1 else { continue };
+        let Some(pod) = path.iter().try_fold(&fields.0, |v, k| v.get(*k)) else {
+            continue;
+        };
+        for list in ["f:containers", "f:initContainers"] {
+            let Some(Value::Object(items)) = pod.get(list) else { continue };
+            for (key, item) in items {
+                let Some(name) = key
+                    .strip_prefix("k:")
+                    .and_then(|k| serde_json::from_str::<Value>(k).ok())
+                    .and_then(|k| k.get("name").and_then(Value::as_str).map(str::to_owned))
+                else {
+                    continue;
+                };
+                if item.get("f:image").is_some() {
+                    out.push(ImageOwner {
+                        container: name,
+                        manager: e.manager.clone().unwrap_or_default(),
+                        time: e
+                            .time
+                            .as_ref()
+                            .and_then(|t| serde_json::to_value(t).ok())
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The release record an admission request carries, if it is one (a Secret of type
+/// `helm.sh/release.v1` or a ConfigMap labelled `owner=helm`), decoded within `settings`'
+/// limits.
+fn record_of(req: &AdmissionRequest<DynamicObject>, settings: &Settings) -> Option<RecordFacts> {
+    let core = req.kind.group.is_empty() && req.sub_resource.as_deref().unwrap_or("").is_empty();
+    if !core || !matches!(req.kind.kind.as_str(), "Secret" | "ConfigMap") {
+        return None;
+    }
+    let mut obj = serde_json::to_value(req.object.as_ref()?).ok()?;
+    obj["kind"] = json!(req.kind.kind);
+    if obj.pointer("/metadata/namespace").is_none()
+        && let Some(ns) = &req.namespace
+    {
+        obj["metadata"]["namespace"] = json!(ns);
+    }
+    Some(match index_record(&obj, settings.record_limits)? {
+        Ok(rev) => RecordFacts::Decoded(rev),
+        Err(e) => RecordFacts::Undecodable(e.to_string()),
+    })
+}
+
 /// Lifts the facts the policy needs out of an admission request.
-pub fn facts(req: &AdmissionRequest<DynamicObject>) -> Result<policy::Request, ReviewError> {
+pub fn facts(
+    req: &AdmissionRequest<DynamicObject>,
+    settings: &Settings,
+) -> Result<policy::Request, ReviewError> {
     // Subresources (scale, status, ephemeralcontainers) never change a chart's images.
     let kind = if req.sub_resource.as_deref().unwrap_or("").is_empty() {
         WorkloadKind::from_group_kind(&req.kind.group, &req.kind.kind)
@@ -228,6 +296,16 @@ pub fn facts(req: &AdmissionRequest<DynamicObject>) -> Result<policy::Request, R
             .cloned(),
         containers,
         old_containers,
+        old_image_owners: kind
+            .map(|k| image_owners(req.old_object.as_ref(), k))
+            .unwrap_or_default(),
+        old_drift_mark: req
+            .old_object
+            .as_ref()
+            .and_then(|o| o.metadata.annotations.as_ref())
+            .and_then(|a| a.get(DRIFT_MARK))
+            .cloned(),
+        record: record_of(req, settings),
     })
 }
 
@@ -300,7 +378,7 @@ pub fn review_request(
     now: &str,
 ) -> Reviewed {
     let meta = meta_of(req);
-    match facts(req) {
+    match facts(req, settings) {
         Ok(facts) => {
             let verdict = policy::decide(webhook, &facts, releases, settings, now);
             Reviewed {

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::actor::ActorSettings;
 use crate::helm::Limits;
-use crate::policy::{MissingRelease, Mode, Settings, Webhook};
+use crate::policy::{MissingRelease, Mode, Settings, StaleValues, Webhook};
 use crate::review::{self, ReviewOptions};
 use crate::server::{self, AppState};
 use crate::store::load_files;
@@ -40,6 +40,10 @@ pub enum Command {
     /// Replay the seed story (Helm upgrade, manual rollback, break-glass) against the real
     /// HTTPS server on 127.0.0.1, with a bundled release. No cluster needed.
     Demo,
+    /// List the image values persisted in each release's newest revision (what `helm get
+    /// values` shows), with the revision each came from, whether it overrides the chart
+    /// default, and the command that drops it.
+    Pins(PinsArgs),
     /// Write a CA and a serving certificate for the webhook Service (ca.crt, tls.crt, tls.key).
     Certs(CertsArgs),
 }
@@ -72,6 +76,17 @@ pub enum MissingArg {
     Allow,
     /// Deny.
     Deny,
+}
+
+/// What to do about stale persisted image values in a new release revision.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StaleArg {
+    /// Allow, with warnings naming each value, its revision and the fix.
+    Warn,
+    /// Deny the pending revision: the upgrade fails before any workload changes.
+    Deny,
+    /// Say nothing.
+    Off,
 }
 
 /// Settings shared by `serve` and `review`.
@@ -113,6 +128,11 @@ pub struct PolicyArgs {
     /// Groups whose writes are never judged (none by default).
     #[arg(long, env = "HELM_GUARD_EXEMPT_GROUPS", value_delimiter = ',')]
     pub exempt_groups: Vec<String>,
+    /// When `helm upgrade` writes a revision that re-applies image values persisted by an
+    /// earlier revision: warn (the warning reaches helm's stderr), deny (the upgrade fails
+    /// before any workload changes), or say nothing.
+    #[arg(long, env = "HELM_GUARD_STALE_VALUES", value_enum, default_value = "warn")]
+    pub stale_values: StaleArg,
     /// Largest decompressed Helm release record accepted, in bytes.
     #[arg(long, env = "HELM_GUARD_MAX_RELEASE_BYTES", default_value_t = 32 << 20)]
     pub max_release_bytes: usize,
@@ -126,12 +146,18 @@ impl PolicyArgs {
                 MissingArg::Allow => MissingRelease::Allow,
                 MissingArg::Deny => MissingRelease::Deny,
             },
+            stale_values: match self.stale_values {
+                StaleArg::Warn => StaleValues::Warn,
+                StaleArg::Deny => StaleValues::Deny,
+                StaleArg::Off => StaleValues::Off,
+            },
             actors: ActorSettings {
                 helm_managers: self.helm_managers.clone(),
                 exempt_users: self.exempt_users.clone(),
                 exempt_user_prefixes: self.exempt_user_prefixes.clone(),
                 exempt_groups: self.exempt_groups.clone(),
             },
+            record_limits: self.limits(),
         }
     }
 
@@ -217,6 +243,32 @@ pub struct ReviewArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct PinsArgs {
+    /// Release records: files or directories of Secrets/ConfigMaps (JSON or YAML).
+    #[arg(long = "releases")]
+    pub releases: Vec<PathBuf>,
+    /// Only this release.
+    #[arg(long)]
+    pub release: Option<String>,
+    /// Only releases in this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: OutputArg,
+    /// Largest decompressed Helm release record accepted, in bytes.
+    #[arg(long, env = "HELM_GUARD_MAX_RELEASE_BYTES", default_value_t = 32 << 20)]
+    pub max_release_bytes: usize,
+}
+
+/// Output format of `pins`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OutputArg {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct CertsArgs {
     /// Name of the webhook Service.
     #[arg(long, default_value = "helm-guard")]
@@ -254,6 +306,20 @@ pub fn run(args: Args) -> ExitCode {
                 std::io::stdout().lock(),
                 std::io::stderr().lock(),
             );
+            ExitCode::from(code as u8)
+        }
+        Command::Pins(a) => {
+            init_logs(LogFormat::Text, "warn", true);
+            let opts = crate::pins::PinsOptions {
+                releases: a.releases.clone(),
+                release: a.release.clone(),
+                namespace: a.namespace.clone(),
+                json: matches!(a.output, OutputArg::Json),
+                limits: Limits {
+                    max_decompressed: a.max_release_bytes,
+                },
+            };
+            let code = crate::pins::run(&opts, std::io::stdout().lock(), std::io::stderr().lock());
             ExitCode::from(code as u8)
         }
         Command::Demo => {

@@ -2,7 +2,8 @@
 //!
 //! A PostgreSQL-like release is installed with `--set image.tag=11…`, upgraded to 15 by Helm,
 //! rolled back to 11 by hand (denied in enforce, annotated in audit), rolled back again with
-//! break-glass (allowed and recorded), and upgraded by Helm once more (allowed). Every step
+//! break-glass (allowed and recorded), and upgraded by Helm once more (allowed); finally a plain
+//! `helm upgrade` re-applies the persisted tag, and the pending revision is flagged. Every step
 //! goes through TLS to the server's routes, exactly as the API server would send it; the
 //! release records are Helm-encoded and decoded by the same code the server uses for the
 //! cluster. Each step checks what it expects; the demo exits non-zero if any step misbehaves.
@@ -73,12 +74,17 @@ impl<W: Write> Story<'_, W> {
     async fn send(&mut self, path: &str, edit: &Edit) -> Result<Answer, DemoError> {
         self.uid += 1;
         let uid = format!("demo-{:04}", self.uid);
-        let body = serde_json::to_vec(&edit.review(&uid)).unwrap_or_default();
+        self.send_review(path, &edit.review(&uid)).await
+    }
+
+    async fn send_review(&mut self, path: &str, review: &Value) -> Result<Answer, DemoError> {
+        let uid = review["request"]["uid"].clone();
+        let body = serde_json::to_vec(review).unwrap_or_default();
         let (status, bytes) = self.client.post_json(path, body).await?;
         let raw = String::from_utf8_lossy(&bytes).into_owned();
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let rsp = &v["response"];
-        if rsp["uid"] != json!(uid) {
+        if rsp["uid"] != uid {
             self.failures += 1;
             let _ = writeln!(self.out, "   ✗ response uid does not match the request");
         }
@@ -295,6 +301,28 @@ pub async fn run(out: &mut impl Write) -> Result<usize, DemoError> {
         !a.allowed,
         "a Helm claim without a pending revision is judged as manual: denied",
     );
+
+    // 6. The seed problem itself: a plain `helm upgrade` re-applies the persisted tag.
+    story.say("\n6. helm upgrade db --version 15.0.0   (no --set: Helm silently reuses the values of rev 3)");
+    h.begin_upgrade(
+        &postgres_chart("15.0.0", "16.1.0-debian-12-r15"),
+        json!({}),
+        UpgradeValues::Default,
+    );
+    let pending = h.last().secret();
+    story.say("   Helm writes rev 4 (pending-upgrade) before touching any workload:");
+    let a = story.send_review(
+        "/validate/enforce",
+        &crate::fixtures::record_review("demo-record", &pending, "CREATE", "alice@example.com"),
+    ).await?;
+    story.no_canary(&a);
+    story.check(
+        a.allowed && a.warnings.iter().any(|w| w.contains("image.tag=15.5.0-debian-11-r0 pinned since revision 3")),
+        "the stale persisted image.tag is pointed out, with the fix, on helm's stderr",
+    );
+    for w in a.warnings.clone() {
+        story.quote("Warning", &w);
+    }
 
     running.shutdown(Duration::from_secs(5)).await?;
     let failures = story.failures;

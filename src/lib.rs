@@ -26,7 +26,7 @@
 //! Modules: [`helm`] (release records), [`image`] (references), [`workload`] (pod specs),
 //! [`actor`] (who is writing), [`policy`] (the decision), [`values`] (image-valued paths,
 //! stale pins), [`store`] (the index), [`admission`] (wire adapter), [`server`] (HTTPS),
-//! [`tls`], [`client`], and the commands [`review`], [`demo`], [`cli`].
+//! [`tls`], [`client`], and the commands [`review`], [`pins`], [`demo`], [`cli`].
 
 pub mod actor;
 pub mod admission;
@@ -36,6 +36,7 @@ pub mod demo;
 pub mod fixtures;
 pub mod helm;
 pub mod image;
+pub mod pins;
 pub mod policy;
 pub mod review;
 pub mod server;

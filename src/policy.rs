@@ -90,12 +90,23 @@ pub enum MissingRelease {
     Deny,
 }
 
+/// What to do when `helm upgrade` writes a revision that re-applies stale image values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleValues {
+    Warn,
+    Deny,
+    Off,
+}
+
 /// Settings of a decision.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub mode: Mode,
     pub missing_release: MissingRelease,
+    pub stale_values: StaleValues,
     pub actors: ActorSettings,
+    /// Bounds on release records decoded from admission requests.
+    pub record_limits: crate::helm::Limits,
 }
 
 impl Settings {
@@ -103,7 +114,9 @@ impl Settings {
         Self {
             mode,
             missing_release: MissingRelease::Allow,
+            stale_values: StaleValues::Warn,
             actors: ActorSettings::default(),
+            record_limits: crate::helm::Limits::default(),
         }
     }
 }
@@ -148,6 +161,28 @@ pub struct Request {
     pub containers: Vec<Container>,
     /// Containers of the old object (UPDATE).
     pub old_containers: Option<Vec<Container>>,
+    /// Who set each container's image in the old object, per its `managedFields`.
+    pub old_image_owners: Vec<ImageOwner>,
+    /// The drift mark on the old object, if any.
+    pub old_drift_mark: Option<String>,
+    /// The object is a Helm release record (Secret or ConfigMap).
+    pub record: Option<RecordFacts>,
+}
+
+/// A manager that owns a container's `image` field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageOwner {
+    pub container: String,
+    pub manager: String,
+    pub time: String,
+}
+
+/// A release record in an admission request.
+#[derive(Clone, Debug)]
+pub enum RecordFacts {
+    Decoded(Arc<RevisionIndex>),
+    /// The record did not decode (the reason names the object, never its content).
+    Undecodable(String),
 }
 
 /// A release as the store sees it now.
@@ -162,6 +197,8 @@ pub struct ReleaseView {
 /// Read access to the release index. Implemented by the store; sync and in-memory.
 pub trait Releases {
     fn release(&self, key: &ReleaseKey) -> Option<ReleaseView>;
+    /// Every known revision of a release.
+    fn history(&self, key: &ReleaseKey) -> Vec<Arc<RevisionIndex>>;
     /// The release whose deployed or pending revision renders this workload.
     fn renderer_of(&self, key: &WorkloadKey) -> Option<ReleaseKey>;
 }
@@ -180,6 +217,8 @@ pub struct EventIntent {
     pub reason: &'static str,
     pub note: String,
     pub warning: bool,
+    /// The object to record it on; `None` for the request's own object.
+    pub target: Option<WorkloadKey>,
 }
 
 /// The outcome for metrics.
@@ -258,6 +297,9 @@ pub fn decide(
     now: &str,
 ) -> Verdict {
     let writer = classify(&req.writer, &settings.actors);
+    if let Some(record) = &req.record {
+        return record::decide(webhook, req, record, releases, settings, writer.actor.label());
+    }
     let Some(kind) = req.kind else {
         return Verdict::allow(writer.actor.label());
     };
@@ -342,6 +384,9 @@ pub fn decide(
         .filter(|r| !r.is_empty());
     let mut v = Verdict::allow(actor_label);
     v.drifts = violations.clone();
+    if trusted_helm && webhook == Webhook::Validate {
+        v.warnings = overwritten_drift(req);
+    }
     if violations.is_empty() {
         if webhook == Webhook::Mutate && current.is_empty() && req.drift_mark.is_some() {
             v.patch = vec![json!({"op": "remove", "path": mark_path()})];
@@ -371,6 +416,7 @@ pub fn decide(
                     summary(&violations)
                 )),
                 warning: true,
+                target: None,
             });
             if webhook == Webhook::Mutate {
                 v.patch = ctx.mark_patch(&current, &violations, Some(reason));
@@ -387,6 +433,7 @@ pub fn decide(
                     summary(&violations)
                 )),
                 warning: true,
+                target: None,
             });
             if webhook == Webhook::Mutate {
                 // The validating webhook denies; the mutating one must not pretend otherwise.
@@ -420,6 +467,7 @@ pub fn decide(
                     summary(&violations)
                 )),
                 warning: true,
+                target: None,
             });
             if webhook == Webhook::Mutate {
                 v.patch = ctx.mark_patch(&current, &violations, None);
@@ -472,6 +520,57 @@ fn missing_release(
         }
     }
     v
+}
+
+/// Warnings for a Helm write that replaces images someone set by hand: which image goes, what
+/// replaces it, who set it and when (and the user and reason the drift mark recorded).
+fn overwritten_drift(req: &Request) -> Vec<String> {
+    let Some(old) = &req.old_containers else {
+        return Vec::new();
+    };
+    let marks: Vec<MarkEntry> = req
+        .old_drift_mark
+        .as_deref()
+        .or(req.drift_mark.as_deref())
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for c in &req.containers {
+        let Some(prev) = find(old, &c.name) else { continue };
+        if prev.image.same_as(&c.image) {
+            continue;
+        }
+        let mark = marks.iter().find(|m| m.container == *c.name);
+        let owner = req
+            .old_image_owners
+            .iter()
+            .find(|o| o.container == *c.name && !o.manager.starts_with("helm"));
+        let who = match (mark, owner) {
+            (Some(m), _) => {
+                let mut w = format!("set by {}", m.manager.as_deref().unwrap_or("someone"));
+                if !m.user.is_empty() {
+                    w.push_str(&format!(" ({})", clip(&m.user, 40)));
+                }
+                if !m.time.is_empty() {
+                    w.push_str(&format!(" at {}", m.time));
+                }
+                if let Some(r) = &m.reason {
+                    w.push_str(&format!(", reason: {}", clip(r, 40)));
+                }
+                w
+            }
+            (None, Some(o)) if o.time.is_empty() => format!("set by {}", o.manager),
+            (None, Some(o)) => format!("set by {} at {}", o.manager, o.time),
+            (None, None) => continue,
+        };
+        out.push(short(&format!(
+            "helm-guard: helm replaces {} {} ({who}) with {}",
+            c.name,
+            image::short(prev.image.as_str()),
+            image::delta(prev.image.as_str(), c.image.as_str()),
+        )));
+    }
+    out
 }
 
 /// Finds the release and rendered workload an object is judged against.
@@ -681,5 +780,6 @@ pub fn short(s: &str) -> String {
     format!("{}…", clip(s, WARNING_MAX - '…'.len_utf8()))
 }
 
+mod record;
 #[cfg(test)]
 mod tests;

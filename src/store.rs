@@ -94,6 +94,13 @@ impl Index {
         }
     }
 
+    /// The releases known, sorted.
+    pub fn keys(&self) -> Vec<ReleaseKey> {
+        let mut keys: Vec<ReleaseKey> = self.releases.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
     /// Number of releases known.
     pub fn len(&self) -> usize {
         self.releases.len()
@@ -124,6 +131,13 @@ impl Releases for Index {
         self.releases.get(key).map(Entry::view)
     }
 
+    fn history(&self, key: &ReleaseKey) -> Vec<Arc<RevisionIndex>> {
+        self.releases
+            .get(key)
+            .map(|e| e.revisions.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     fn renderer_of(&self, key: &WorkloadKey) -> Option<ReleaseKey> {
         self.renderers.get(key).cloned()
     }
@@ -135,6 +149,11 @@ impl Releases for RwLock<Index> {
     fn release(&self, key: &ReleaseKey) -> Option<ReleaseView> {
         let guard = self.read().unwrap_or_else(|e| e.into_inner());
         guard.release(key)
+    }
+
+    fn history(&self, key: &ReleaseKey) -> Vec<Arc<RevisionIndex>> {
+        let guard = self.read().unwrap_or_else(|e| e.into_inner());
+        guard.history(key)
     }
 
     fn renderer_of(&self, key: &WorkloadKey) -> Option<ReleaseKey> {

@@ -308,3 +308,69 @@ fn help_documents_every_flag_and_its_variable() {
     }
     assert!(help.contains("HELM_GUARD_DEFAULT_MODE"));
 }
+
+/// db/db: rev 1 installed with `--set image.tag=11.22.0`; rev 2 a plain `helm upgrade` to a
+/// chart whose default is 15.4.0 — the old tag comes back; rev 3 the same again, pending.
+fn stale_history() -> History {
+    let mut h = History::install(
+        "db",
+        "db",
+        &postgres_chart("12.0.0", "11.22.0"),
+        json!({"image": {"tag": "11.22.0"}, "auth": {"postgresPassword": CANARY}}),
+    );
+    h.begin_upgrade(&postgres_chart("14.0.0", "15.4.0"), json!({}), UpgradeValues::Default);
+    h.complete();
+    h.begin_upgrade(&postgres_chart("14.0.1", "15.5.0"), json!({}), UpgradeValues::Default);
+    h
+}
+
+#[test]
+fn pins_reports_persisted_image_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = stale_history();
+    std::fs::write(dir.path().join("db.json"), h.secrets_list().to_string()).expect("write");
+    let releases = dir.path().to_str().expect("utf-8");
+
+    let out = run(bin().args(["pins", "--releases", releases]), None);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    for needle in ["db/db", "image.tag", "11.22.0", "15.5.0", "yes", "--reset-then-reuse-values --set image.tag=null"] {
+        assert!(table.contains(needle), "{needle} missing:\n{table}");
+    }
+    let out = run(bin().args(["pins", "--output", "json", "--release", "db", "--releases", releases]), None);
+    let v = stdout_json(&out);
+    assert_eq!(v[0]["path"], "image.tag");
+    assert_eq!(v[0]["since"], 1);
+    assert_eq!(v[0]["revision"], 3);
+    assert_eq!(v[0]["chartDefault"], "15.5.0");
+    let out = run(bin().args(["pins", "--namespace", "other", "--releases", releases]), None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no image values"));
+    assert!(!table.contains(CANARY));
+}
+
+#[test]
+fn review_of_a_pending_release_record_warns_or_denies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = stale_history();
+    // The store knows revisions 1 and 2; revision 3 is what Helm is writing now.
+    let known = json!({"apiVersion": "v1", "kind": "List",
+        "items": h.revisions[..2].iter().map(|r| r.secret()).collect::<Vec<_>>()});
+    std::fs::write(dir.path().join("db.json"), known.to_string()).expect("write");
+    let review = helm_guard::fixtures::record_review("rec-1", &h.last().secret(), "CREATE", "alice");
+    let request = dir.path().join("record.json");
+    std::fs::write(&request, review.to_string()).expect("write");
+    let releases = dir.path().join("db.json");
+
+    let out = run(bin().args(["review", "--releases"]).arg(&releases).arg(&request), None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = stdout_json(&out);
+    let warnings = v["response"]["warnings"].to_string();
+    assert!(warnings.contains("image.tag=11.22.0 pinned since revision 1"), "{warnings}");
+    assert!(warnings.contains("default is 15.5.0"), "{warnings}");
+
+    let out = run(bin().args(["review", "--stale-values", "deny", "--releases"]).arg(&releases).arg(&request), None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("before any workload changes"), "{text}");
+    assert!(!text.contains(CANARY));
+}

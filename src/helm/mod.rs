@@ -29,6 +29,7 @@ use std::sync::Arc;
 pub use decode::{DecodeError, DecodedRelease, Limits, RecordKind, RecordSource, decode};
 pub use manifest::{ManifestIndex, index_manifest, split_manifests};
 
+use crate::values::ValuesSummary;
 use crate::workload::{Container, WorkloadKind};
 
 /// Helm's release statuses (`pkg/release/status.go`).
@@ -162,6 +163,8 @@ pub struct RevisionIndex {
     pub workloads: Box<[WorkloadImages]>,
     /// Manifest documents that did not parse (counted, never shown).
     pub unparsable_documents: u32,
+    /// Image-valued paths of `config` and `chart.values`, for the stale-pin analysis.
+    pub values: ValuesSummary,
 }
 
 impl RevisionIndex {
@@ -190,6 +193,14 @@ impl RevisionIndex {
             chart: release.chart.clone(),
             workloads: workloads.into_boxed_slice(),
             unparsable_documents: unparsable,
+            values: ValuesSummary::of(
+                release.revision,
+                &release.chart.name,
+                &release.chart.version,
+                release.status.as_str(),
+                &release.config,
+                &release.chart_values,
+            ),
         })
     }
 

@@ -138,6 +138,9 @@ fn update(new: &str) -> Request {
             ("app", "nginx:1.27"),
             ("migrate", CHART_INIT),
         ])),
+        old_image_owners: vec![],
+        old_drift_mark: None,
+        record: None,
     }
 }
 
@@ -500,4 +503,127 @@ fn owner_name_helpers() {
     assert_eq!(cronjob_of("backup-manual"), None);
     assert_eq!(short(&"x".repeat(300)).len(), WARNING_MAX);
     assert_eq!(clip("héllo", 2), "h");
+}
+
+#[test]
+fn helm_overwriting_manual_drift_says_who_set_it() {
+    let mut h = history();
+    h.begin_upgrade(&chart("1.2.0", "1.28"), json!({}), UpgradeValues::ResetValues);
+    let idx = index_of(&h);
+    let mut req = update("nginx:1.28");
+    req.writer.field_manager = Some("helm".into());
+    req.containers = containers(&[("app", "nginx:1.28"), ("migrate", "registry.example.com:5000/team/migrate:1.28")]);
+    req.old_containers = Some(containers(&[("app", "nginx:1.26"), ("migrate", CHART_INIT)]));
+    req.old_image_owners = vec![ImageOwner {
+        container: "app".into(),
+        manager: "kubectl-set".into(),
+        time: "2026-11-20T08:00:00Z".into(),
+    }];
+    let v = decide_in(Mode::Enforce, Webhook::Validate, &req, &idx);
+    assert!(v.allowed, "{v:?}");
+    assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
+    let w = &v.warnings[0];
+    for needle in ["helm replaces app", "nginx:1.26", "kubectl-set", "2026-11-20T08:00:00Z", ":1.28"] {
+        assert!(w.contains(needle), "{needle} missing: {w}");
+    }
+    assert!(w.len() <= 120, "{w}");
+
+    // With a drift mark, the user and the break-glass reason are named too.
+    req.old_image_owners.clear();
+    req.old_drift_mark = Some(
+        json!([{"container": "app", "chartImage": "nginx:1.27", "liveImage": "nginx:1.26",
+                "manager": "kubectl-edit", "user": "bob", "time": "2026-11-21T09:00:00Z", "reason": "INC-9"}])
+        .to_string(),
+    );
+    let v = decide_in(Mode::Enforce, Webhook::Validate, &req, &idx);
+    assert!(v.warnings[0].contains("bob") && v.warnings[0].contains("INC-9"), "{:?}", v.warnings);
+
+    // Helm replacing its own image says nothing.
+    req.old_drift_mark = None;
+    req.old_containers = Some(containers(&[("app", "nginx:1.27"), ("migrate", CHART_INIT)]));
+    assert!(decide_in(Mode::Enforce, Webhook::Validate, &req, &idx).warnings.is_empty());
+}
+
+/// A release-record write of the newest revision of `h`.
+fn record_write(h: &History) -> Request {
+    let rev = index_record(&h.last().secret(), Limits::default()).expect("record").expect("decodes");
+    let mut req = update("nginx:1.27");
+    req.kind = None;
+    req.name = h.last().object_name();
+    req.release_annotation = None;
+    req.containers.clear();
+    req.old_containers = None;
+    req.operation = Operation::Create;
+    req.writer.field_manager = None;
+    req.record = Some(RecordFacts::Decoded(rev));
+    req
+}
+
+#[test]
+fn stale_persisted_image_values_on_upgrade() {
+    // rev 1: --set image.tag=1.26 (and a password); rev 2: chart moves to 1.27, plain upgrade.
+    let mut h = History::install(
+        "web",
+        "shop",
+        &chart("1.0.0", "1.26"),
+        json!({"image": {"tag": "1.26"}, "password": CANARY}),
+    );
+    h.begin_upgrade(&chart("1.1.0", "1.27"), json!({}), UpgradeValues::Default);
+    let idx = index_of(&h);
+    let req = record_write(&h);
+    let mut settings = Settings::new(Mode::Enforce);
+    let v = decide(Webhook::Validate, &req, &idx, &settings, NOW);
+    assert!(v.allowed);
+    let text = v.warnings.join("\n");
+    for needle in ["image.tag=1.26 pinned since revision 1", "chart 1.1.0 default is 1.27", "helm upgrade web", "--set image.tag=1.27"] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+    assert!(v.events.iter().all(|e| e.reason == "StaleImageValues" && e.target.is_some()));
+    assert!(!v.events.is_empty());
+    assert_warning_sizes(&v);
+    assert_no_canary(&v);
+
+    settings.stale_values = StaleValues::Deny;
+    let v = decide(Webhook::Validate, &req, &idx, &settings, NOW);
+    assert!(!v.allowed);
+    assert!(v.message.as_deref().unwrap_or("").contains("image.tag=1.26"));
+    assert_no_canary(&v);
+
+    settings.stale_values = StaleValues::Off;
+    assert!(decide(Webhook::Validate, &req, &idx, &settings, NOW).warnings.is_empty());
+    // The mutating webhook never touches records.
+    settings.stale_values = StaleValues::Deny;
+    let m = decide(Webhook::Mutate, &req, &idx, &settings, NOW);
+    assert!(m.allowed && m.patch.is_empty() && m.warnings.is_empty());
+}
+
+#[test]
+fn records_that_are_not_stale_pass_silently() {
+    let settings = Settings::new(Mode::Enforce);
+    // First install.
+    let h = History::install("web", "shop", &chart("1.0.0", "1.26"), json!({"image": {"tag": "1.26"}}));
+    let mut first = h.clone();
+    first.revisions[0].status = crate::helm::Status::PendingInstall;
+    let v = decide(Webhook::Validate, &record_write(&first), &index_of(&first), &settings, NOW);
+    assert!(v.allowed && v.warnings.is_empty());
+    // The tag set fresh in this upgrade.
+    let mut fresh = h.clone();
+    fresh.begin_upgrade(&chart("1.1.0", "1.27"), json!({"image": {"tag": "1.27.1"}}), UpgradeValues::Default);
+    let v = decide(Webhook::Validate, &record_write(&fresh), &index_of(&fresh), &settings, NOW);
+    assert!(v.allowed && v.warnings.is_empty(), "{v:?}");
+    // --reset-values drops the pin.
+    let mut reset = h.clone();
+    reset.begin_upgrade(&chart("1.1.0", "1.27"), json!({}), UpgradeValues::ResetValues);
+    let v = decide(Webhook::Validate, &record_write(&reset), &index_of(&reset), &settings, NOW);
+    assert!(v.warnings.is_empty(), "{v:?}");
+    // Helm marking the revision deployed afterwards is bookkeeping: silent.
+    let mut done = h.clone();
+    done.begin_upgrade(&chart("1.1.0", "1.27"), json!({}), UpgradeValues::Default);
+    done.complete();
+    let v = decide(Webhook::Validate, &record_write(&done), &index_of(&done), &settings, NOW);
+    assert!(v.warnings.is_empty());
+    // An undecodable record never blocks Helm.
+    let mut broken = record_write(&h);
+    broken.record = Some(RecordFacts::Undecodable("Secret shop/x: not base64".into()));
+    assert!(decide(Webhook::Validate, &broken, &index_of(&h), &settings, NOW).allowed);
 }

@@ -100,6 +100,9 @@ use serde_json::Value;
 
 use crate::helm::coalesce::coalesce_values;
 
+mod summary;
+pub use summary::{Persisted, ValuesSummary, analyze, persisted, reused};
+
 /// One image-valued path and its value, e.g. `("cache.image.tag", "7.2.4")`.
 pub type ImageValue = (String, String);
 
@@ -867,6 +870,16 @@ impl fmt::Display for StalePin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.summary_line())
     }
+}
+
+/// The command that drops a persisted value at `path` and keeps the other persisted values:
+/// Helm deletes a user key set to `null`, so the chart's default applies again.
+pub fn drop_command(release: &str, path: &str) -> String {
+    format!(
+        "helm upgrade {} <chart> --reset-then-reuse-values --set {}",
+        shell_word(&clean(release)),
+        shell_word(&format!("{}=null", clean(path)))
+    )
 }
 
 /// `--set` splits values on `,` and treats `\` as an escape.

@@ -1,0 +1,134 @@
+//! `helm-guard pins`: the image values persisted in each release's newest revision — what
+//! `helm get values` shows — with the revision each came from, whether it overrides the chart's
+//! default, and the command that drops it.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::helm::Limits;
+use crate::policy::Releases;
+use crate::store::load_files;
+use crate::values::{self, ValuesSummary};
+
+/// What `pins` was asked for.
+#[derive(Clone, Debug)]
+pub struct PinsOptions {
+    pub releases: Vec<PathBuf>,
+    pub release: Option<String>,
+    pub namespace: Option<String>,
+    pub json: bool,
+    pub limits: Limits,
+}
+
+/// One row of the report.
+struct Row {
+    release: String,
+    revision: u32,
+    chart: String,
+    pin: values::Persisted,
+    drop: String,
+}
+
+/// Runs the report; returns the exit code (0, or 2 on bad input).
+pub fn run(opts: &PinsOptions, mut out: impl Write, mut err: impl Write) -> i32 {
+    let index = match load_files(&opts.releases, opts.limits) {
+        Ok((index, _)) => index,
+        Err(e) => {
+            let _ = writeln!(err, "helm-guard pins: {e}");
+            return 2;
+        }
+    };
+    let mut rows = Vec::new();
+    for key in index.keys() {
+        if opts.release.as_deref().is_some_and(|r| r != &*key.name)
+            || opts.namespace.as_deref().is_some_and(|n| n != &*key.namespace)
+        {
+            continue;
+        }
+        let history = index.history(&key);
+        let Some(newest) = history.iter().max_by_key(|r| r.revision) else {
+            continue;
+        };
+        let summaries: Vec<&ValuesSummary> = history.iter().map(|r| &r.values).collect();
+        for pin in values::persisted(&summaries, &newest.values) {
+            rows.push(Row {
+                release: key.to_string(),
+                revision: newest.revision,
+                chart: format!("{}-{}", newest.chart.name, newest.chart.version),
+                drop: values::drop_command(&key.name, &pin.path),
+                pin,
+            });
+        }
+    }
+    let written = if opts.json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "release": r.release, "revision": r.revision, "chart": r.chart,
+                    "path": r.pin.path, "value": r.pin.value, "since": r.pin.since_revision,
+                    "chartDefault": r.pin.chart_default, "overridesDefault": r.pin.overrides,
+                    "reuseValues": r.pin.reuse_values, "drop": r.drop,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&items).unwrap_or_default())
+    } else {
+        table(&rows, &mut out)
+    };
+    if written.is_err() { 2 } else { 0 }
+}
+
+fn table(rows: &[Row], out: &mut impl Write) -> std::io::Result<()> {
+    if rows.is_empty() {
+        return writeln!(out, "no image values are persisted in these releases");
+    }
+    let header = ["RELEASE", "REV", "PATH", "VALUE", "SINCE", "CHART DEFAULT", "OVERRIDES", "TO DROP IT"];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.release.clone(),
+                r.revision.to_string(),
+                r.pin.path.clone(),
+                r.pin.value.clone(),
+                r.pin.since_revision.to_string(),
+                match (&r.pin.chart_default, r.pin.reuse_values) {
+                    (_, true) => "unknown (--reuse-values)".into(),
+                    (Some(d), _) => d.clone(),
+                    (None, _) => "-".into(),
+                },
+                match r.pin.overrides {
+                    Some(true) => "yes".into(),
+                    Some(false) => "no".into(),
+                    None => "?".into(),
+                },
+                r.drop.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cols: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cols.iter().enumerate() {
+            if i + 1 == cols.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s
+    };
+    writeln!(out, "{}", line(&header.map(str::to_owned)))?;
+    for row in &cells {
+        writeln!(out, "{}", line(row))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! Release records passing through admission: the stale persisted values check.
+//!
+//! Helm writes revision N+1 as `pending-upgrade` (or `pending-rollback`) before it touches any
+//! workload. At that moment the record holds the values Helm is about to render with — including
+//! every image value carried over from earlier revisions. This is where a stale pin can still be
+//! pointed out (or the upgrade stopped) before anything changes. Helm's own bookkeeping is never
+//! held up otherwise: any other record write, an undecodable record, a release without history
+//! or the mutating webhook — all allowed untouched. Records are never mutated.
+
+use serde_json::json;
+
+use super::{
+    EventIntent, Operation, RecordFacts, Releases, Request, Settings, StaleValues, Verdict,
+    Webhook, short,
+};
+use crate::helm::Status;
+use crate::values::{self, ValuesSummary};
+
+/// At most this many pins are spelled out (the API server ignores warnings past 4 KiB).
+const MAX_PINS: usize = 8;
+
+pub(super) fn decide(
+    webhook: Webhook,
+    req: &Request,
+    record: &RecordFacts,
+    releases: &impl Releases,
+    settings: &Settings,
+    actor: &'static str,
+) -> Verdict {
+    let mut v = Verdict::allow(actor);
+    let RecordFacts::Decoded(rev) = record else {
+        return v;
+    };
+    if webhook == Webhook::Mutate
+        || settings.stale_values == StaleValues::Off
+        || !matches!(req.operation, Operation::Create | Operation::Update)
+        || !matches!(rev.status, Status::PendingUpgrade | Status::PendingRollback)
+    {
+        return v;
+    }
+    let history = releases.history(&rev.release);
+    let others: Vec<&ValuesSummary> = history
+        .iter()
+        .filter(|r| r.revision != rev.revision)
+        .map(|r| &r.values)
+        .collect();
+    let pins = values::analyze(&others, &rev.values);
+    if pins.is_empty() {
+        return v;
+    }
+    let release = &rev.release;
+    let mut lines = vec![short(&format!(
+        "helm-guard: release {} revision {} re-applies {} image value(s) persisted by an earlier revision:",
+        release.name,
+        rev.revision,
+        pins.len()
+    ))];
+    for p in pins.iter().take(MAX_PINS) {
+        lines.extend(p.warning_lines(&release.name, "<chart>"));
+    }
+    if pins.len() > MAX_PINS {
+        lines.push(format!(
+            "helm-guard: … and {} more; see: helm-guard pins --release {}",
+            pins.len() - MAX_PINS,
+            release.name
+        ));
+    }
+    let summary: Vec<_> = pins
+        .iter()
+        .map(|p| {
+            json!({"path": p.path, "pinned": p.pinned, "since": p.since_revision,
+                   "chartDefault": p.chart_default, "reuseValues": p.reuse_values})
+        })
+        .collect();
+    v.audit_annotations
+        .push(("stale-values".into(), json!(summary).to_string()));
+    let note = short(&format!(
+        "helm upgrade of release {release} (revision {}) re-applies persisted image values: {}",
+        rev.revision,
+        pins.iter()
+            .map(|p| format!("{}={} (since revision {})", p.path, p.pinned, p.since_revision))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    // Recorded on the workloads the release renders: that is where people look.
+    let targets = releases
+        .release(release)
+        .and_then(|view| view.deployed)
+        .map(|d| d.workloads.iter().map(|w| w.key.clone()).collect::<Vec<_>>())
+        .unwrap_or_else(|| rev.workloads.iter().map(|w| w.key.clone()).collect());
+    for target in targets {
+        v.events.push(EventIntent {
+            reason: "StaleImageValues",
+            note: note.clone(),
+            warning: true,
+            target: Some(target),
+        });
+    }
+    match settings.stale_values {
+        StaleValues::Deny => {
+            v.allowed = false;
+            v.message = Some(format!(
+                "{} (helm-guard --stale-values=deny: the upgrade is stopped before any workload changes)",
+                lines.join(" ")
+            ));
+        }
+        _ => v.warnings = lines,
+    }
+    v
+}
