@@ -254,7 +254,18 @@ pub fn index_record(
         name,
         release: helm_string,
     };
-    Some(decode(src, limits).map(|d| RevisionIndex::from_decoded(&d)))
+    Some(decode(src, limits).map(|d| {
+        let rev = RevisionIndex::from_decoded(&d);
+        if rev.unparsable_documents > 0 {
+            tracing::warn!(
+                release = %rev.release,
+                revision = rev.revision,
+                documents = rev.unparsable_documents,
+                "manifest documents did not parse; their workloads are not guarded"
+            );
+        }
+        rev
+    }))
 }
 
 /// Parses a file of Kubernetes objects: one JSON object or List, or multi-document YAML.

@@ -338,6 +338,28 @@ mod tests {
     }
 
     #[test]
+    fn helm4_fields_and_hooks() {
+        // Helm 4 adds apply_method; hooks carry full manifests that are not part of the release's
+        // rendered objects; config and chart.values may be absent.
+        let hook_job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\n  annotations:\n    helm.sh/hook: pre-upgrade\nspec:\n  template:\n    spec:\n      containers:\n        - name: m\n          image: migrate:1\n";
+        let json = serde_json::json!({
+            "name": "pg", "namespace": "db", "version": 3, "apply_method": "ssa",
+            "info": {"status": "pending-upgrade"},
+            "chart": {"metadata": {"name": "postgresql", "version": "14.0.0"}},
+            "manifest": "---\n# Source: pg/templates/d.yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: nginx:1\n",
+            "hooks": [{"name": "migrate", "kind": "Job", "path": "pg/templates/hook.yaml", "manifest": hook_job, "events": ["pre-upgrade"]}],
+        });
+        let data = encode_release(json.to_string().as_bytes());
+        let r = decode(src("sh.helm.release.v1.pg.v3", data.as_bytes()), Limits::default()).expect("decodes");
+        assert_eq!(r.status, Status::PendingUpgrade);
+        assert_eq!(&*r.chart.version, "14.0.0");
+        assert_eq!(r.config, Value::Null);
+        let idx = crate::helm::RevisionIndex::from_decoded(&r);
+        let names: Vec<String> = idx.workloads.iter().map(|w| w.key.to_string()).collect();
+        assert_eq!(names, ["Deployment db/web"], "hooks are not indexed");
+    }
+
+    #[test]
     fn a_record_cannot_speak_for_another_namespace() {
         let json = release_json("").replace(r#""namespace":"db""#, r#""namespace":"prod""#);
         let data = encode_release(json.as_bytes());

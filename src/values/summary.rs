@@ -109,7 +109,11 @@ pub fn reused(parent: &ValuesSummary, new: &ValuesSummary) -> bool {
 /// Helm's `current` for an upgrade to `new`: the newest deployed revision before it, else
 /// the newest one.
 fn parent<'a>(history: &[&'a ValuesSummary], new: &ValuesSummary) -> Option<&'a ValuesSummary> {
-    let older = || history.iter().filter(|s| s.values.revision < new.values.revision);
+    let older = || {
+        history
+            .iter()
+            .filter(|s| s.values.revision < new.values.revision)
+    };
     older()
         .filter(|s| s.values.status == "deployed")
         .max_by_key(|s| s.values.revision)
@@ -207,7 +211,14 @@ mod tests {
         rev: u32,
     ) -> (ValuesSummary, Value, Value) {
         let (config, chart_values) = reuse_values(mode, prev.0, prev.1, new_chart, &cli);
-        let s = ValuesSummary::of(rev, "postgresql", version, "pending-upgrade", &config, &chart_values);
+        let s = ValuesSummary::of(
+            rev,
+            "postgresql",
+            version,
+            "pending-upgrade",
+            &config,
+            &chart_values,
+        );
         (s, config, chart_values)
     }
 
@@ -220,7 +231,11 @@ mod tests {
             (UpgradeValues::ReuseValues, json!({}), true),
             (UpgradeValues::Default, json!({}), false),
             (UpgradeValues::ResetThenReuseValues, json!({}), false),
-            (UpgradeValues::ResetValues, json!({"image": {"tag": "15"}}), false),
+            (
+                UpgradeValues::ResetValues,
+                json!({"image": {"tag": "15"}}),
+                false,
+            ),
         ];
         for (mode, cli, want) in cases {
             let (r2, _, _) = upgrade((&cfg1, &ch1), &chart("15"), cli, mode, "14.0.0", 2);
