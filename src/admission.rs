@@ -19,13 +19,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::actor::{ManagedEntry, WriterFacts};
-use crate::helm::ReleaseKey;
+use crate::helm::{ReleaseKey, json_category};
 use crate::policy::{
     self, ALLOW_DRIFT, DRIFT_MARK, ImageOwner, Operation, Owner, RELEASE_NAME, RELEASE_NAMESPACE,
     RecordFacts, Releases, Settings, Verdict, Webhook,
 };
 use crate::store::index_record;
 use crate::workload::{Spec, WorkloadKind};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
 /// Why a body could not be reviewed.
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +73,7 @@ pub struct Reviewed {
 
 fn json_error(e: &serde_json::Error) -> ReviewError {
     ReviewError::Json {
-        category: match e.classify() {
-            serde_json::error::Category::Io => "io",
-            serde_json::error::Category::Syntax => "syntax",
-            serde_json::error::Category::Data => "shape",
-            serde_json::error::Category::Eof => "truncated",
-        },
+        category: json_category(e),
         line: e.line(),
         column: e.column(),
     }
@@ -113,6 +109,15 @@ fn meta_of(req: &AdmissionRequest<DynamicObject>) -> RequestMeta {
     }
 }
 
+/// A managedFields entry's time as the API wrote it (RFC 3339), or empty.
+fn entry_time(e: &ManagedFieldsEntry) -> String {
+    e.time
+        .as_ref()
+        .and_then(|t| serde_json::to_value(t).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn managed(obj: Option<&DynamicObject>) -> Vec<ManagedEntry> {
     obj.and_then(|o| o.metadata.managed_fields.as_ref())
         .map(|entries| {
@@ -122,12 +127,7 @@ fn managed(obj: Option<&DynamicObject>) -> Vec<ManagedEntry> {
                     manager: e.manager.clone().unwrap_or_default(),
                     operation: e.operation.clone().unwrap_or_default(),
                     subresource: e.subresource.clone().unwrap_or_default(),
-                    time: e
-                        .time
-                        .as_ref()
-                        .and_then(|t| serde_json::to_value(t).ok())
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    time: entry_time(e),
                 })
                 .collect()
         })
@@ -162,7 +162,9 @@ fn image_owners(obj: Option<&DynamicObject>, kind: WorkloadKind) -> Vec<ImageOwn
             continue;
         };
         for list in ["f:containers", "f:initContainers"] {
-            let Some(Value::Object(items)) = pod.get(list) else { continue };
+            let Some(Value::Object(items)) = pod.get(list) else {
+                continue;
+            };
             for (key, item) in items {
                 let Some(name) = key
                     .strip_prefix("k:")
@@ -175,12 +177,7 @@ fn image_owners(obj: Option<&DynamicObject>, kind: WorkloadKind) -> Vec<ImageOwn
                     out.push(ImageOwner {
                         container: name,
                         manager: e.manager.clone().unwrap_or_default(),
-                        time: e
-                            .time
-                            .as_ref()
-                            .and_then(|t| serde_json::to_value(t).ok())
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
+                        time: entry_time(e),
                     });
                 }
             }

@@ -176,12 +176,7 @@ pub fn decode(src: RecordSource<'_>, limits: Limits) -> Result<DecodedRelease, D
     };
     let raw: RawRelease = serde_json::from_slice(&json).map_err(|e| DecodeError::Json {
         object: object(),
-        category: match e.classify() {
-            serde_json::error::Category::Io => "io",
-            serde_json::error::Category::Syntax => "syntax",
-            serde_json::error::Category::Data => "shape",
-            serde_json::error::Category::Eof => "truncated",
-        },
+        category: json_category(&e),
         line: e.line(),
         column: e.column(),
     })?;
@@ -235,6 +230,17 @@ pub fn decode(src: RecordSource<'_>, limits: Limits) -> Result<DecodedRelease, D
         config: raw.config.unwrap_or(Value::Null),
         chart_values,
     })
+}
+
+/// A JSON error's category, for messages that must not quote the input (serde_json's own
+/// messages may contain the offending value).
+pub(crate) fn json_category(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "io",
+        serde_json::error::Category::Syntax => "syntax",
+        serde_json::error::Category::Data => "shape",
+        serde_json::error::Category::Eof => "truncated",
+    }
 }
 
 enum Gunzip {
@@ -350,7 +356,11 @@ mod tests {
             "hooks": [{"name": "migrate", "kind": "Job", "path": "pg/templates/hook.yaml", "manifest": hook_job, "events": ["pre-upgrade"]}],
         });
         let data = encode_release(json.to_string().as_bytes());
-        let r = decode(src("sh.helm.release.v1.pg.v3", data.as_bytes()), Limits::default()).expect("decodes");
+        let r = decode(
+            src("sh.helm.release.v1.pg.v3", data.as_bytes()),
+            Limits::default(),
+        )
+        .expect("decodes");
         assert_eq!(r.status, Status::PendingUpgrade);
         assert_eq!(&*r.chart.version, "14.0.0");
         assert_eq!(r.config, Value::Null);

@@ -26,6 +26,7 @@ mod manifest;
 use std::fmt;
 use std::sync::Arc;
 
+pub(crate) use decode::json_category;
 pub use decode::{DecodeError, DecodedRelease, Limits, RecordKind, RecordSource, decode};
 pub use manifest::{ManifestIndex, index_manifest, split_manifests};
 
