@@ -9,7 +9,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum_server::tls_rustls::RustlsConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::actor::ActorSettings;
@@ -18,7 +17,7 @@ use crate::policy::{MissingRelease, Mode, Settings, StaleValues, Webhook};
 use crate::review::{self, ReviewOptions};
 use crate::server::{self, AppState};
 use crate::store::load_files;
-use crate::{demo, tls};
+use crate::{demo, reload, tls};
 
 /// A Kubernetes admission webhook that keeps Helm-managed workloads honest: it rejects (or
 /// records) manual image changes that differ from what the deployed Helm release renders.
@@ -131,7 +130,12 @@ pub struct PolicyArgs {
     /// When `helm upgrade` writes a revision that re-applies image values persisted by an
     /// earlier revision: warn (the warning reaches helm's stderr), deny (the upgrade fails
     /// before any workload changes), or say nothing.
-    #[arg(long, env = "HELM_GUARD_STALE_VALUES", value_enum, default_value = "warn")]
+    #[arg(
+        long,
+        env = "HELM_GUARD_STALE_VALUES",
+        value_enum,
+        default_value = "warn"
+    )]
     pub stale_values: StaleArg,
     /// Largest decompressed Helm release record accepted, in bytes.
     #[arg(long, env = "HELM_GUARD_MAX_RELEASE_BYTES", default_value_t = 32 << 20)]
@@ -381,13 +385,14 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         releases = index.len(),
         "release store loaded from files"
     );
-    let cert = tokio::fs::read(&a.tls_cert)
+    // The serving certificate is re-read periodically through its path, so a rotated Secret
+    // (kubelet's atomic `..data` symlink swap) is picked up without a restart.
+    let reloader = reload::CertReloader::load(a.tls_cert.clone(), a.tls_key.clone())
         .await
-        .with_context(|| format!("reading {}", a.tls_cert.display()))?;
-    let key = tokio::fs::read(&a.tls_key)
-        .await
-        .with_context(|| format!("reading {}", a.tls_key.display()))?;
-    let config = RustlsConfig::from_config(Arc::new(tls::server_config(&cert, &key)?));
+        .context("loading the serving certificate")?;
+    let config = reloader.config();
+    tracing::info!(not_after = ?reloader.not_after(), "serving certificate loaded");
+    let reload_task = tokio::spawn(reloader.run(reload::DEFAULT_INTERVAL, |_| {}));
     let state = AppState::new(
         Arc::new(RwLock::new(index)),
         a.policy.settings(a.default_mode.into()),
@@ -400,6 +405,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let running = server::start(state, config, a.listen, Some(a.admin_listen)).await?;
     tracing::info!(listen = %running.addr, admin = ?running.admin_addr, "serving");
     server::shutdown_signal().await;
+    reload_task.abort();
     tracing::info!(drain_seconds = a.drain_seconds, "shutting down");
     running
         .shutdown(Duration::from_secs(a.drain_seconds))

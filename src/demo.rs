@@ -311,13 +311,18 @@ pub async fn run(out: &mut impl Write) -> Result<usize, DemoError> {
     );
     let pending = h.last().secret();
     story.say("   Helm writes rev 4 (pending-upgrade) before touching any workload:");
-    let a = story.send_review(
-        "/validate/enforce",
-        &crate::fixtures::record_review("demo-record", &pending, "CREATE", "alice@example.com"),
-    ).await?;
+    let a = story
+        .send_review(
+            "/validate/enforce",
+            &crate::fixtures::record_review("demo-record", &pending, "CREATE", "alice@example.com"),
+        )
+        .await?;
     story.no_canary(&a);
     story.check(
-        a.allowed && a.warnings.iter().any(|w| w.contains("image.tag=15.5.0-debian-11-r0 pinned since revision 3")),
+        a.allowed
+            && a.warnings
+                .iter()
+                .any(|w| w.contains("image.tag=15.5.0-debian-11-r0 pinned since revision 3")),
         "the stale persisted image.tag is pointed out, with the fix, on helm's stderr",
     );
     for w in a.warnings.clone() {

@@ -38,6 +38,7 @@ pub mod helm;
 pub mod image;
 pub mod pins;
 pub mod policy;
+pub mod reload;
 pub mod review;
 pub mod server;
 pub mod store;

@@ -43,7 +43,10 @@ pub fn run(opts: &PinsOptions, mut out: impl Write, mut err: impl Write) -> i32 
     let mut rows = Vec::new();
     for key in index.keys() {
         if opts.release.as_deref().is_some_and(|r| r != &*key.name)
-            || opts.namespace.as_deref().is_some_and(|n| n != &*key.namespace)
+            || opts
+                .namespace
+                .as_deref()
+                .is_some_and(|n| n != &*key.namespace)
         {
             continue;
         }
@@ -74,7 +77,11 @@ pub fn run(opts: &PinsOptions, mut out: impl Write, mut err: impl Write) -> i32 
                 })
             })
             .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&items).unwrap_or_default())
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&items).unwrap_or_default()
+        )
     } else {
         table(&rows, &mut out)
     };
@@ -85,7 +92,16 @@ fn table(rows: &[Row], out: &mut impl Write) -> std::io::Result<()> {
     if rows.is_empty() {
         return writeln!(out, "no image values are persisted in these releases");
     }
-    let header = ["RELEASE", "REV", "PATH", "VALUE", "SINCE", "CHART DEFAULT", "OVERRIDES", "TO DROP IT"];
+    let header = [
+        "RELEASE",
+        "REV",
+        "PATH",
+        "VALUE",
+        "SINCE",
+        "CHART DEFAULT",
+        "OVERRIDES",
+        "TO DROP IT",
+    ];
     let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {

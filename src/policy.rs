@@ -298,7 +298,14 @@ pub fn decide(
 ) -> Verdict {
     let writer = classify(&req.writer, &settings.actors);
     if let Some(record) = &req.record {
-        return record::decide(webhook, req, record, releases, settings, writer.actor.label());
+        return record::decide(
+            webhook,
+            req,
+            record,
+            releases,
+            settings,
+            writer.actor.label(),
+        );
     }
     let Some(kind) = req.kind else {
         return Verdict::allow(writer.actor.label());
@@ -536,7 +543,9 @@ fn overwritten_drift(req: &Request) -> Vec<String> {
         .unwrap_or_default();
     let mut out = Vec::new();
     for c in &req.containers {
-        let Some(prev) = find(old, &c.name) else { continue };
+        let Some(prev) = find(old, &c.name) else {
+            continue;
+        };
         if prev.image.same_as(&c.image) {
             continue;
         }

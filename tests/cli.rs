@@ -151,9 +151,7 @@ fn review_exit_codes_and_output() {
             .contains("not found")
     );
 
-    for out in [&out] {
-        assert!(!String::from_utf8_lossy(&out.stdout).contains(CANARY));
-    }
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(CANARY));
 }
 
 #[test]
@@ -318,9 +316,17 @@ fn stale_history() -> History {
         &postgres_chart("12.0.0", "11.22.0"),
         json!({"image": {"tag": "11.22.0"}, "auth": {"postgresPassword": CANARY}}),
     );
-    h.begin_upgrade(&postgres_chart("14.0.0", "15.4.0"), json!({}), UpgradeValues::Default);
+    h.begin_upgrade(
+        &postgres_chart("14.0.0", "15.4.0"),
+        json!({}),
+        UpgradeValues::Default,
+    );
     h.complete();
-    h.begin_upgrade(&postgres_chart("14.0.1", "15.5.0"), json!({}), UpgradeValues::Default);
+    h.begin_upgrade(
+        &postgres_chart("14.0.1", "15.5.0"),
+        json!({}),
+        UpgradeValues::Default,
+    );
     h
 }
 
@@ -333,17 +339,43 @@ fn pins_reports_persisted_image_values() {
 
     let out = run(bin().args(["pins", "--releases", releases]), None);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    for needle in ["db/db", "image.tag", "11.22.0", "15.5.0", "yes", "--reset-then-reuse-values --set image.tag=null"] {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "db/db",
+        "image.tag",
+        "11.22.0",
+        "15.5.0",
+        "yes",
+        "--reset-then-reuse-values --set image.tag=null",
+    ] {
         assert!(table.contains(needle), "{needle} missing:\n{table}");
     }
-    let out = run(bin().args(["pins", "--output", "json", "--release", "db", "--releases", releases]), None);
+    let out = run(
+        bin().args([
+            "pins",
+            "--output",
+            "json",
+            "--release",
+            "db",
+            "--releases",
+            releases,
+        ]),
+        None,
+    );
     let v = stdout_json(&out);
     assert_eq!(v[0]["path"], "image.tag");
     assert_eq!(v[0]["since"], 1);
     assert_eq!(v[0]["revision"], 3);
     assert_eq!(v[0]["chartDefault"], "15.5.0");
-    let out = run(bin().args(["pins", "--namespace", "other", "--releases", releases]), None);
+    let out = run(
+        bin().args(["pins", "--namespace", "other", "--releases", releases]),
+        None,
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("no image values"));
     assert!(!table.contains(CANARY));
 }
@@ -356,21 +388,131 @@ fn review_of_a_pending_release_record_warns_or_denies() {
     let known = json!({"apiVersion": "v1", "kind": "List",
         "items": h.revisions[..2].iter().map(|r| r.secret()).collect::<Vec<_>>()});
     std::fs::write(dir.path().join("db.json"), known.to_string()).expect("write");
-    let review = helm_guard::fixtures::record_review("rec-1", &h.last().secret(), "CREATE", "alice");
+    let review =
+        helm_guard::fixtures::record_review("rec-1", &h.last().secret(), "CREATE", "alice");
     let request = dir.path().join("record.json");
     std::fs::write(&request, review.to_string()).expect("write");
     let releases = dir.path().join("db.json");
 
-    let out = run(bin().args(["review", "--releases"]).arg(&releases).arg(&request), None);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        bin()
+            .args(["review", "--releases"])
+            .arg(&releases)
+            .arg(&request),
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = stdout_json(&out);
     let warnings = v["response"]["warnings"].to_string();
-    assert!(warnings.contains("image.tag=11.22.0 pinned since revision 1"), "{warnings}");
+    assert!(
+        warnings.contains("image.tag=11.22.0 pinned since revision 1"),
+        "{warnings}"
+    );
     assert!(warnings.contains("default is 15.5.0"), "{warnings}");
 
-    let out = run(bin().args(["review", "--stale-values", "deny", "--releases"]).arg(&releases).arg(&request), None);
+    let out = run(
+        bin()
+            .args(["review", "--stale-values", "deny", "--releases"])
+            .arg(&releases)
+            .arg(&request),
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("before any workload changes"), "{text}");
     assert!(!text.contains(CANARY));
+}
+
+#[test]
+fn serve_from_files_answers_over_tls_and_drains_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_releases(dir.path());
+    let certs = dir.path().join("certs");
+    let out = run(
+        bin()
+            .args([
+                "certs",
+                "--service",
+                "localhost",
+                "--namespace",
+                "x",
+                "--out-dir",
+            ])
+            .arg(&certs),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let mut child = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--default-mode",
+            "enforce",
+        ])
+        .arg("--tls-cert")
+        .arg(certs.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.join("tls.key"))
+        .arg("--releases")
+        .arg(dir.path().join("secrets.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    // JSON logs on stdout: wait for the line that says where it listens.
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let listen = loop {
+        let line = lines
+            .next()
+            .expect("serve logged before exiting")
+            .expect("utf-8 log line");
+        let v: Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["message"] == "serving" {
+            break v["listen"].as_str().expect("listen").to_owned();
+        }
+    };
+    let port = listen.rsplit(':').next().expect("port").to_owned();
+    let ca = std::fs::read(certs.join("ca.crt")).expect("ca");
+    let review = rollback().review("s-1");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (status, body) = rt.block_on(async {
+        helm_guard::tls::install_provider();
+        let client =
+            helm_guard::client::WebhookClient::new(&ca, &format!("https://localhost:{port}"))
+                .expect("client");
+        client
+            .post_json("/validate", serde_json::to_vec(&review).expect("json"))
+            .await
+            .expect("request")
+    });
+    assert_eq!(status.as_u16(), 200);
+    let v: Value = serde_json::from_slice(&body).expect("review");
+    assert_eq!(
+        v["response"]["allowed"], false,
+        "default mode enforce denies the rollback"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "serve exits 0 after draining: {status:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let logs = rest.join("\n");
+    assert!(logs.contains("shutting down"), "{logs}");
+    assert!(!logs.contains(CANARY));
 }

@@ -78,7 +78,10 @@ pub(super) fn decide(
         "helm upgrade of release {release} (revision {}) re-applies persisted image values: {}",
         rev.revision,
         pins.iter()
-            .map(|p| format!("{}={} (since revision {})", p.path, p.pinned, p.since_revision))
+            .map(|p| format!(
+                "{}={} (since revision {})",
+                p.path, p.pinned, p.since_revision
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     ));
@@ -86,7 +89,12 @@ pub(super) fn decide(
     let targets = releases
         .release(release)
         .and_then(|view| view.deployed)
-        .map(|d| d.workloads.iter().map(|w| w.key.clone()).collect::<Vec<_>>())
+        .map(|d| {
+            d.workloads
+                .iter()
+                .map(|w| w.key.clone())
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_else(|| rev.workloads.iter().map(|w| w.key.clone()).collect());
     for target in targets {
         v.events.push(EventIntent {

@@ -508,12 +508,22 @@ fn owner_name_helpers() {
 #[test]
 fn helm_overwriting_manual_drift_says_who_set_it() {
     let mut h = history();
-    h.begin_upgrade(&chart("1.2.0", "1.28"), json!({}), UpgradeValues::ResetValues);
+    h.begin_upgrade(
+        &chart("1.2.0", "1.28"),
+        json!({}),
+        UpgradeValues::ResetValues,
+    );
     let idx = index_of(&h);
     let mut req = update("nginx:1.28");
     req.writer.field_manager = Some("helm".into());
-    req.containers = containers(&[("app", "nginx:1.28"), ("migrate", "registry.example.com:5000/team/migrate:1.28")]);
-    req.old_containers = Some(containers(&[("app", "nginx:1.26"), ("migrate", CHART_INIT)]));
+    req.containers = containers(&[
+        ("app", "nginx:1.28"),
+        ("migrate", "registry.example.com:5000/team/migrate:1.28"),
+    ]);
+    req.old_containers = Some(containers(&[
+        ("app", "nginx:1.26"),
+        ("migrate", CHART_INIT),
+    ]));
     req.old_image_owners = vec![ImageOwner {
         container: "app".into(),
         manager: "kubectl-set".into(),
@@ -523,7 +533,13 @@ fn helm_overwriting_manual_drift_says_who_set_it() {
     assert!(v.allowed, "{v:?}");
     assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
     let w = &v.warnings[0];
-    for needle in ["helm replaces app", "nginx:1.26", "kubectl-set", "2026-11-20T08:00:00Z", ":1.28"] {
+    for needle in [
+        "helm replaces app",
+        "nginx:1.26",
+        "kubectl-set",
+        "2026-11-20T08:00:00Z",
+        ":1.28",
+    ] {
         assert!(w.contains(needle), "{needle} missing: {w}");
     }
     assert!(w.len() <= 120, "{w}");
@@ -536,17 +552,30 @@ fn helm_overwriting_manual_drift_says_who_set_it() {
         .to_string(),
     );
     let v = decide_in(Mode::Enforce, Webhook::Validate, &req, &idx);
-    assert!(v.warnings[0].contains("bob") && v.warnings[0].contains("INC-9"), "{:?}", v.warnings);
+    assert!(
+        v.warnings[0].contains("bob") && v.warnings[0].contains("INC-9"),
+        "{:?}",
+        v.warnings
+    );
 
     // Helm replacing its own image says nothing.
     req.old_drift_mark = None;
-    req.old_containers = Some(containers(&[("app", "nginx:1.27"), ("migrate", CHART_INIT)]));
-    assert!(decide_in(Mode::Enforce, Webhook::Validate, &req, &idx).warnings.is_empty());
+    req.old_containers = Some(containers(&[
+        ("app", "nginx:1.27"),
+        ("migrate", CHART_INIT),
+    ]));
+    assert!(
+        decide_in(Mode::Enforce, Webhook::Validate, &req, &idx)
+            .warnings
+            .is_empty()
+    );
 }
 
 /// A release-record write of the newest revision of `h`.
 fn record_write(h: &History) -> Request {
-    let rev = index_record(&h.last().secret(), Limits::default()).expect("record").expect("decodes");
+    let rev = index_record(&h.last().secret(), Limits::default())
+        .expect("record")
+        .expect("decodes");
     let mut req = update("nginx:1.27");
     req.kind = None;
     req.name = h.last().object_name();
@@ -575,10 +604,19 @@ fn stale_persisted_image_values_on_upgrade() {
     let v = decide(Webhook::Validate, &req, &idx, &settings, NOW);
     assert!(v.allowed);
     let text = v.warnings.join("\n");
-    for needle in ["image.tag=1.26 pinned since revision 1", "chart 1.1.0 default is 1.27", "helm upgrade web", "--set image.tag=1.27"] {
+    for needle in [
+        "image.tag=1.26 pinned since revision 1",
+        "chart 1.1.0 default is 1.27",
+        "helm upgrade web",
+        "--set image.tag=1.27",
+    ] {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
-    assert!(v.events.iter().all(|e| e.reason == "StaleImageValues" && e.target.is_some()));
+    assert!(
+        v.events
+            .iter()
+            .all(|e| e.reason == "StaleImageValues" && e.target.is_some())
+    );
     assert!(!v.events.is_empty());
     assert_warning_sizes(&v);
     assert_no_canary(&v);
@@ -586,11 +624,20 @@ fn stale_persisted_image_values_on_upgrade() {
     settings.stale_values = StaleValues::Deny;
     let v = decide(Webhook::Validate, &req, &idx, &settings, NOW);
     assert!(!v.allowed);
-    assert!(v.message.as_deref().unwrap_or("").contains("image.tag=1.26"));
+    assert!(
+        v.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("image.tag=1.26")
+    );
     assert_no_canary(&v);
 
     settings.stale_values = StaleValues::Off;
-    assert!(decide(Webhook::Validate, &req, &idx, &settings, NOW).warnings.is_empty());
+    assert!(
+        decide(Webhook::Validate, &req, &idx, &settings, NOW)
+            .warnings
+            .is_empty()
+    );
     // The mutating webhook never touches records.
     settings.stale_values = StaleValues::Deny;
     let m = decide(Webhook::Mutate, &req, &idx, &settings, NOW);
@@ -601,26 +648,63 @@ fn stale_persisted_image_values_on_upgrade() {
 fn records_that_are_not_stale_pass_silently() {
     let settings = Settings::new(Mode::Enforce);
     // First install.
-    let h = History::install("web", "shop", &chart("1.0.0", "1.26"), json!({"image": {"tag": "1.26"}}));
+    let h = History::install(
+        "web",
+        "shop",
+        &chart("1.0.0", "1.26"),
+        json!({"image": {"tag": "1.26"}}),
+    );
     let mut first = h.clone();
     first.revisions[0].status = crate::helm::Status::PendingInstall;
-    let v = decide(Webhook::Validate, &record_write(&first), &index_of(&first), &settings, NOW);
+    let v = decide(
+        Webhook::Validate,
+        &record_write(&first),
+        &index_of(&first),
+        &settings,
+        NOW,
+    );
     assert!(v.allowed && v.warnings.is_empty());
     // The tag set fresh in this upgrade.
     let mut fresh = h.clone();
-    fresh.begin_upgrade(&chart("1.1.0", "1.27"), json!({"image": {"tag": "1.27.1"}}), UpgradeValues::Default);
-    let v = decide(Webhook::Validate, &record_write(&fresh), &index_of(&fresh), &settings, NOW);
+    fresh.begin_upgrade(
+        &chart("1.1.0", "1.27"),
+        json!({"image": {"tag": "1.27.1"}}),
+        UpgradeValues::Default,
+    );
+    let v = decide(
+        Webhook::Validate,
+        &record_write(&fresh),
+        &index_of(&fresh),
+        &settings,
+        NOW,
+    );
     assert!(v.allowed && v.warnings.is_empty(), "{v:?}");
     // --reset-values drops the pin.
     let mut reset = h.clone();
-    reset.begin_upgrade(&chart("1.1.0", "1.27"), json!({}), UpgradeValues::ResetValues);
-    let v = decide(Webhook::Validate, &record_write(&reset), &index_of(&reset), &settings, NOW);
+    reset.begin_upgrade(
+        &chart("1.1.0", "1.27"),
+        json!({}),
+        UpgradeValues::ResetValues,
+    );
+    let v = decide(
+        Webhook::Validate,
+        &record_write(&reset),
+        &index_of(&reset),
+        &settings,
+        NOW,
+    );
     assert!(v.warnings.is_empty(), "{v:?}");
     // Helm marking the revision deployed afterwards is bookkeeping: silent.
     let mut done = h.clone();
     done.begin_upgrade(&chart("1.1.0", "1.27"), json!({}), UpgradeValues::Default);
     done.complete();
-    let v = decide(Webhook::Validate, &record_write(&done), &index_of(&done), &settings, NOW);
+    let v = decide(
+        Webhook::Validate,
+        &record_write(&done),
+        &index_of(&done),
+        &settings,
+        NOW,
+    );
     assert!(v.warnings.is_empty());
     // An undecodable record never blocks Helm.
     let mut broken = record_write(&h);
