@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -16,8 +16,8 @@ use crate::helm::Limits;
 use crate::policy::{MissingRelease, Mode, Settings, StaleValues, Webhook};
 use crate::review::{self, ReviewOptions};
 use crate::server::{self, AppState};
-use crate::store::load_files;
-use crate::{demo, reload, tls};
+use crate::store::{Index, SharedIndex, load_files};
+use crate::{demo, events, lookup, reload, tls, watch};
 
 /// A Kubernetes admission webhook that keeps Helm-managed workloads honest: it rejects (or
 /// records) manual image changes that differ from what the deployed Helm release renders.
@@ -195,9 +195,27 @@ pub struct ServeArgs {
     )]
     pub default_mode: ModeArg,
     /// Load release records (Secrets/ConfigMaps as `kubectl get -o json|yaml` prints them)
-    /// from these files or directories instead of watching the cluster.
+    /// from these files or directories instead of watching the cluster (in-cluster config or
+    /// KUBECONFIG).
     #[arg(long = "releases", env = "HELM_GUARD_RELEASES", value_delimiter = ',')]
     pub releases: Vec<PathBuf>,
+    /// Namespaces whose release Secrets/ConfigMaps are watched (comma-separated); empty
+    /// watches all namespaces. Ignored with --releases.
+    #[arg(long, env = "HELM_GUARD_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+    /// Also watch ConfigMaps labelled owner=helm (releases stored with HELM_DRIVER=configmap).
+    #[arg(long, env = "HELM_GUARD_CONFIGMAP_RELEASES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub configmap_releases: bool,
+    /// Longest fallback lookup of a release the store does not know yet, in milliseconds (one
+    /// per release at a time; a missing release is not looked up again for 30 s).
+    #[arg(long, env = "HELM_GUARD_LOOKUP_TIMEOUT_MS", default_value_t = 300)]
+    pub lookup_timeout_ms: u64,
+    /// Name of this pod (from the downward API), recorded as the Events' reporting instance.
+    #[arg(long, env = "HELM_GUARD_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Events queued for sending at most; further Events are dropped and counted.
+    #[arg(long, env = "HELM_GUARD_EVENT_QUEUE", default_value_t = 1024)]
+    pub event_queue: usize,
     /// Largest AdmissionReview body accepted, in bytes (larger: HTTP 413, the webhook's
     /// failurePolicy decides).
     #[arg(long, env = "HELM_GUARD_MAX_BODY_BYTES", default_value_t = 16 << 20)]
@@ -352,13 +370,6 @@ pub fn run(args: Args) -> ExitCode {
         },
         Command::Serve(a) => {
             init_logs(a.log_format, "info", false);
-            if a.releases.is_empty() {
-                eprintln!(
-                    "helm-guard serve: reading releases from the cluster is not available in this \
-                     build yet; pass --releases PATH (files of release Secrets/ConfigMaps)"
-                );
-                return ExitCode::from(2);
-            }
             match runtime().and_then(|rt| rt.block_on(serve(a))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -379,12 +390,66 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let (index, report) = load_files(&a.releases, a.policy.limits()).context("loading releases")?;
-    tracing::info!(
-        records = report.records,
-        releases = index.len(),
-        "release store loaded from files"
-    );
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = crate::metrics::Metrics::register(&mut registry);
+    let mut extras = server::Extras {
+        metrics: metrics.clone(),
+        registry: Arc::new(registry),
+        fallback: None,
+        events: None,
+    };
+    let mut background = Vec::new();
+    let index: SharedIndex = if a.releases.is_empty() {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+        let index: SharedIndex = Arc::new(RwLock::new(Index::default()));
+        let feed = watch::Feed::new(
+            index.clone(),
+            a.policy.limits(),
+            metrics.store.clone(),
+            ready.clone(),
+        );
+        let config = watch::WatchConfig {
+            namespaces: a.watch_namespaces.clone(),
+            configmaps: a.configmap_releases,
+            limits: a.policy.limits(),
+        };
+        background.extend(watch::spawn(&client, &config, &feed));
+        extras.fallback = Some(Arc::new(lookup::Fallback::new(
+            client.clone(),
+            feed,
+            lookup::FallbackConfig {
+                timeout: Duration::from_millis(a.lookup_timeout_ms),
+                configmaps: a.configmap_releases,
+                ..lookup::FallbackConfig::default()
+            },
+            metrics.lookups.clone(),
+        )));
+        let (queue, task) = events::EventQueue::spawn(
+            client,
+            events::reporter(a.pod_name.as_deref()),
+            a.event_queue,
+            metrics.events.clone(),
+        );
+        extras.events = Some(queue);
+        background.push(task);
+        tracing::info!(namespaces = ?a.watch_namespaces, configmaps = a.configmap_releases, "watching release records");
+        index
+    } else {
+        let (loaded, report) =
+            load_files(&a.releases, a.policy.limits()).context("loading releases")?;
+        tracing::info!(
+            records = report.records,
+            releases = loaded.len(),
+            "release store loaded from files"
+        );
+        metrics.store.set_releases(loaded.len());
+        metrics.store.set_stale(false);
+        ready.store(true, Ordering::Release);
+        Arc::new(RwLock::new(loaded))
+    };
     // The serving certificate is re-read periodically through its path, so a rotated Secret
     // (kubelet's atomic `..data` symlink swap) is picked up without a restart.
     let reloader = reload::CertReloader::load(a.tls_cert.clone(), a.tls_key.clone())
@@ -392,24 +457,38 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .context("loading the serving certificate")?;
     let config = reloader.config();
     tracing::info!(not_after = ?reloader.not_after(), "serving certificate loaded");
-    let reload_task = tokio::spawn(reloader.run(reload::DEFAULT_INTERVAL, |_| {}));
-    let state = AppState::new(
-        Arc::new(RwLock::new(index)),
+    if let Some(t) = reloader.not_after() {
+        metrics.tls_not_after.set(t);
+    }
+    let expiry = metrics.tls_not_after.clone();
+    background.push(tokio::spawn(reloader.run(
+        reload::DEFAULT_INTERVAL,
+        move |outcome| {
+            if let reload::ReloadOutcome::Reloaded { not_after: Some(t) } = outcome {
+                expiry.set(*t);
+            }
+        },
+    )));
+    let state = AppState::with_extras(
+        index,
         a.policy.settings(a.default_mode.into()),
         server::Limits {
             max_body_bytes: a.max_body_bytes,
             deadline: Duration::from_millis(a.deadline_ms),
         },
-        Arc::new(AtomicBool::new(true)),
+        ready,
+        extras,
     );
     let running = server::start(state, config, a.listen, Some(a.admin_listen)).await?;
     tracing::info!(listen = %running.addr, admin = ?running.admin_addr, "serving");
     server::shutdown_signal().await;
-    reload_task.abort();
     tracing::info!(drain_seconds = a.drain_seconds, "shutting down");
     running
         .shutdown(Duration::from_secs(a.drain_seconds))
         .await?;
+    for t in background {
+        t.abort();
+    }
     Ok(())
 }
 

@@ -25,17 +25,22 @@
 //!
 //! Modules: [`helm`] (release records), [`image`] (references), [`workload`] (pod specs),
 //! [`actor`] (who is writing), [`policy`] (the decision), [`values`] (image-valued paths,
-//! stale pins), [`store`] (the index), [`admission`] (wire adapter), [`server`] (HTTPS),
-//! [`tls`], [`client`], and the commands [`review`], [`pins`], [`demo`], [`cli`].
+//! stale pins), [`store`] (the index), [`watch`] (cluster watches feeding it), [`lookup`]
+//! (bounded fallback lookups), [`events`] (Kubernetes Events), [`metrics`] (Prometheus),
+//! [`admission`] (wire adapter), [`server`] (HTTPS), [`tls`], [`client`], and the commands
+//! [`review`], [`pins`], [`demo`], [`cli`].
 
 pub mod actor;
 pub mod admission;
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod events;
 pub mod fixtures;
 pub mod helm;
 pub mod image;
+pub mod lookup;
+pub mod metrics;
 pub mod pins;
 pub mod policy;
 pub mod reload;
@@ -44,4 +49,5 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod values;
+pub mod watch;
 pub mod workload;

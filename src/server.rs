@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,7 +28,12 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use tracing::{Instrument, field, info, info_span, warn};
 
+use prometheus_client::registry::Registry;
+
 use crate::admission::{self, rfc3339};
+use crate::events::EventQueue;
+use crate::lookup::{self, Fallback};
+use crate::metrics::{self, Metrics, Observation};
 use crate::policy::{Mode, Settings, Webhook};
 use crate::store::SharedIndex;
 
@@ -47,7 +52,31 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// Routes of the plain-HTTP admin listener (probes, metrics).
-pub const ADMIN_ROUTES: &[(&str, &str)] = &[("GET", "/healthz"), ("GET", "/readyz")];
+pub const ADMIN_ROUTES: &[(&str, &str)] =
+    &[("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")];
+
+/// The cluster side of the server: metrics, fallback lookups, Events. `Default` is what a
+/// file-backed server has: metrics kept (and exposed), no lookups, no Events.
+#[derive(Clone)]
+pub struct Extras {
+    pub metrics: Metrics,
+    pub registry: Arc<Registry>,
+    pub fallback: Option<Arc<Fallback>>,
+    pub events: Option<EventQueue>,
+}
+
+impl Default for Extras {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        Self {
+            metrics,
+            registry: Arc::new(registry),
+            fallback: None,
+            events: None,
+        }
+    }
+}
 
 /// Server failures.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +121,7 @@ struct Inner {
     settings: Settings,
     limits: Limits,
     ready: Arc<AtomicBool>,
+    extras: Extras,
 }
 
 impl AppState {
@@ -101,12 +131,23 @@ impl AppState {
         limits: Limits,
         ready: Arc<AtomicBool>,
     ) -> Self {
+        Self::with_extras(releases, settings, limits, ready, Extras::default())
+    }
+
+    pub fn with_extras(
+        releases: SharedIndex,
+        settings: Settings,
+        limits: Limits,
+        ready: Arc<AtomicBool>,
+        extras: Extras,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 releases,
                 settings,
                 limits,
                 ready,
+                extras,
             }),
         }
     }
@@ -131,7 +172,13 @@ pub fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
         .with_state(state)
+}
+
+async fn metrics_handler(State(s): State<AppState>) -> Response {
+    let body = metrics::encode(&s.inner.extras.registry);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -191,21 +238,44 @@ async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Bytes) -> Respon
         verdict = field::Empty,
         actor = field::Empty,
     );
+    let started = Instant::now();
     let deadline = s.inner.limits.deadline;
-    let work = {
-        let s = s.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut settings = s.inner.settings.clone();
-            settings.mode = mode;
-            let now = rfc3339(SystemTime::now());
-            admission::review_body(webhook, &body, &*s.inner.releases, &settings, &now)
-        })
-    };
+    let deadline_at = tokio::time::Instant::now() + deadline;
     async move {
-        let reviewed = match tokio::time::timeout(deadline, work).await {
+        // Fallback: only when the index lacks the release the request names (or the pending
+        // revision a Helm write needs); bounded by its own timeout and the request deadline.
+        if let Some(fallback) = &s.inner.extras.fallback
+            && let Some((key, want)) = lookup::hint(&body, &s.inner.settings.actors.helm_managers)
+        {
+            let _ = tokio::time::timeout_at(deadline_at, fallback.ensure(&key, want)).await;
+        }
+        let work = {
+            let s = s.clone();
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut settings = s.inner.settings.clone();
+                settings.mode = mode;
+                let now = rfc3339(SystemTime::now());
+                admission::review_body(webhook, &body, &*s.inner.releases, &settings, &now)
+            })
+        };
+        let observe = |kind: &str, verdict: &'static str, actor: &'static str| {
+            s.inner.extras.metrics.admission.observe(
+                Observation {
+                    webhook: webhook.as_str(),
+                    mode: mode.as_str(),
+                    kind,
+                    verdict,
+                    actor,
+                },
+                started.elapsed(),
+            );
+        };
+        let reviewed = match tokio::time::timeout_at(deadline_at, work).await {
             Ok(Ok(r)) => r,
             Ok(Err(error)) => {
                 warn!(%error, "review task failed");
+                observe("", "error", "none");
                 return (StatusCode::INTERNAL_SERVER_ERROR, "review failed\n").into_response();
             }
             Err(_) => {
@@ -213,6 +283,7 @@ async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Bytes) -> Respon
                     deadline_ms = deadline.as_millis() as u64,
                     "deadline passed; failure policy decides"
                 );
+                observe("", "error", "none");
                 return (StatusCode::SERVICE_UNAVAILABLE, "deadline passed\n").into_response();
             }
         };
@@ -228,6 +299,11 @@ async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Bytes) -> Respon
                 span.record("verdict", v.outcome().label());
                 span.record("actor", v.actor);
                 info!(dry_run = m.dry_run, drifts = v.drifts.len(), "reviewed");
+                // Queued, never awaited; nothing for dry runs.
+                if let Some(events) = &s.inner.extras.events {
+                    events.emit_for_review(&body, &v.events, m.dry_run);
+                }
+                observe(&m.kind, v.outcome().label(), v.actor);
             }
             None => {
                 span.record("verdict", "error");
@@ -235,6 +311,7 @@ async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Bytes) -> Respon
                     .as_str()
                     .unwrap_or_default();
                 warn!(message, "unreadable admission request");
+                observe(&m.kind, "error", "none");
             }
         }
         let body = serde_json::to_vec(&reviewed.review).unwrap_or_default();

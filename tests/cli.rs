@@ -230,16 +230,18 @@ fn demo_runs_the_seed_story() {
 }
 
 #[test]
-fn serve_without_a_store_says_so() {
+fn serve_without_a_cluster_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = run(
         bin()
             .args(["serve", "--tls-cert", "x", "--tls-key", "y"])
+            .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .current_dir(dir.path()),
         None,
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--releases"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Kubernetes API"));
 }
 
 #[test]

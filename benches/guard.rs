@@ -1,0 +1,242 @@
+//! helm-guard's hot paths, measured with criterion: `cargo bench --bench guard`.
+//!
+//! Targets (see the report in the PR): decode+index of one release record with a ~100 KiB
+//! manifest ≤ 10 ms and with a ~1 MiB manifest ≤ 50 ms; one decision ≤ 20 µs excluding JSON
+//! parsing.
+//!
+//! * `decode_index/{100KiB,1MiB}`: `store::index_record` on a Helm Secret, end to end (API
+//!   base64 → Helm base64 → gunzip → JSON → manifest split → workload parse → index).
+//! * `decode_parts/1MiB/*`: the same record split in two — `helm::decode` alone (base64,
+//!   gunzip, JSON) and `helm::index_manifest` alone — to show where the time goes.
+//! * `decision/update/*`: `policy::decide` on prepared facts against an index of 1,000
+//!   releases (2–3 revisions each, every record decoded by the real path).
+//! * `admission/parse_and_decide/*`: `admission::review_body` on the raw body plus the
+//!   response serialisation: the whole request path minus HTTP and TLS.
+//! * `parts/*`: image reference parsing and the two halves of the admission path (JSON to
+//!   kube's `AdmissionRequest<DynamicObject>`, then facts), for where the time goes.
+
+use std::hint::black_box;
+use std::sync::{LazyLock, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use helm_guard::admission;
+use helm_guard::helm::{self, Limits, RecordKind, RecordSource};
+use helm_guard::policy::{self, Mode, Settings, Webhook};
+use helm_guard::store::{Index, index_record};
+
+mod support;
+
+use support::{Change, Fleet};
+
+const NOW: &str = "2026-11-26T12:00:00Z";
+
+/// The fleet the decision benches look things up in, built once.
+static FLEET: LazyLock<(RwLock<Index>, Fleet)> = LazyLock::new(|| {
+    let started = std::time::Instant::now();
+    let mut fleet = support::fleet(1_000);
+    let index = std::mem::take(&mut fleet.index);
+    eprintln!(
+        "fleet: {} releases, {} records decoded and indexed in {:.2?}",
+        index.len(),
+        fleet.records,
+        started.elapsed()
+    );
+    (RwLock::new(index), fleet)
+});
+
+fn decode_index(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_index");
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(8));
+    for (label, target) in [("100KiB", 100usize << 10), ("1MiB", 1 << 20)] {
+        let record = support::big_release(target);
+        let sizes = support::record_sizes(&record);
+        let secret = record.secret();
+        let rev = index_record(&secret, Limits::default())
+            .expect("a release record")
+            .expect("the record decodes");
+        assert_eq!(rev.unparsable_documents, 0, "every fixture document parses");
+        let containers: usize = rev.workloads.iter().map(|w| w.containers.len()).sum();
+        eprintln!(
+            "record {label}: manifest {} B in {} documents ({} workloads, {} containers); \
+             release JSON {} B; gzip {} B ({:.1}x); Secret object {} B",
+            sizes.manifest,
+            sizes.documents,
+            rev.workloads.len(),
+            containers,
+            sizes.json,
+            sizes.gzip,
+            sizes.json as f64 / sizes.gzip as f64,
+            sizes.secret_json,
+        );
+        g.throughput(Throughput::Bytes(sizes.manifest as u64));
+        g.bench_function(label, |b| {
+            b.iter(|| index_record(black_box(&secret), Limits::default()))
+        });
+    }
+    g.finish();
+}
+
+fn decode_parts(c: &mut Criterion) {
+    let record = support::big_release(1 << 20);
+    let helm_string = record.encoded();
+    let name = record.object_name();
+    assert_eq!(
+        STANDARD.encode(helm_string.as_bytes()),
+        record.secret()["data"]["release"]
+            .as_str()
+            .expect("data.release")
+    );
+    let source = RecordSource {
+        kind: RecordKind::Secret,
+        namespace: &record.namespace,
+        name: &name,
+        release: helm_string.as_bytes(),
+    };
+    let mut g = c.benchmark_group("decode_parts/1MiB");
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(6));
+    g.bench_function("base64_gunzip_json", |b| {
+        b.iter(|| helm::decode(black_box(source), Limits::default()))
+    });
+    g.bench_function("index_manifest", |b| {
+        b.iter(|| helm::index_manifest(black_box(&record.manifest), "prod"))
+    });
+    g.finish();
+}
+
+/// The policy facts of a realistic review of an edit of release `i`.
+fn facts(i: usize, change: Change, settings: &Settings) -> policy::Request {
+    let (_, fleet) = &*FLEET;
+    let edit = support::edit_for(fleet, i, change);
+    let body =
+        serde_json::to_vec(&support::realistic_review(&edit, "bench-uid", 7)).expect("serialises");
+    let req = admission::parse(&body).expect("parses");
+    admission::facts(&req, settings).expect("facts")
+}
+
+fn decision(c: &mut Criterion) {
+    let (index, _) = &*FLEET;
+    let mut g = c.benchmark_group("decision");
+    // Release 500: a Deployment with four containers (one init), not mid-upgrade.
+    let cases = [
+        (
+            "update/enforce_deny",
+            Webhook::Validate,
+            Mode::Enforce,
+            Change::Drift,
+        ),
+        (
+            "update/no_drift_allow",
+            Webhook::Validate,
+            Mode::Enforce,
+            Change::Unchanged,
+        ),
+        (
+            "update/audit_mutate_patch",
+            Webhook::Mutate,
+            Mode::Audit,
+            Change::Drift,
+        ),
+    ];
+    for (label, webhook, mode, change) in cases {
+        let settings = Settings::new(mode);
+        let req = facts(500, change, &settings);
+        let v = policy::decide(webhook, &req, index, &settings, NOW);
+        match label {
+            "update/enforce_deny" => assert!(!v.allowed && !v.drifts.is_empty(), "{v:?}"),
+            "update/no_drift_allow" => assert!(v.allowed && v.warnings.is_empty(), "{v:?}"),
+            _ => assert!(v.allowed && !v.patch.is_empty(), "{v:?}"),
+        }
+        g.bench_function(label, |b| {
+            b.iter(|| policy::decide(webhook, black_box(&req), index, &settings, NOW))
+        });
+    }
+    g.finish();
+}
+
+fn admission_path(c: &mut Criterion) {
+    let (index, fleet) = &*FLEET;
+    let mut g = c.benchmark_group("admission/parse_and_decide");
+    let drift = support::edit_for(fleet, 500, Change::Drift);
+    let cases = [
+        (
+            "enforce_deny",
+            Webhook::Validate,
+            Mode::Enforce,
+            support::realistic_review(&drift, "bench-uid", 7),
+        ),
+        (
+            "audit_mutate_patch",
+            Webhook::Mutate,
+            Mode::Audit,
+            support::realistic_review(&drift, "bench-uid", 7),
+        ),
+        (
+            "enforce_deny_minimal_body",
+            Webhook::Validate,
+            Mode::Enforce,
+            drift.review("bench-uid"),
+        ),
+    ];
+    for (label, webhook, mode, review) in cases {
+        let body = serde_json::to_vec(&review).expect("serialises");
+        let settings = Settings::new(mode);
+        let r = admission::review_body(webhook, &body, index, &settings, NOW);
+        let v = r.verdict.as_ref().expect("reviewed");
+        assert_eq!(v.allowed, webhook == Webhook::Mutate, "{v:?}");
+        eprintln!("admission {label}: request body {} B", body.len());
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(label, |b| {
+            b.iter(|| {
+                let r = admission::review_body(webhook, black_box(&body), index, &settings, NOW);
+                serde_json::to_vec(&r.review).expect("serialises")
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The pieces of the request path that the profile points at.
+fn parts(c: &mut Criterion) {
+    let (_, fleet) = &*FLEET;
+    let mut g = c.benchmark_group("parts");
+    for (label, raw) in [
+        ("image_new/short", "nginx:1.27"),
+        (
+            "image_new/digest",
+            "registry.internal.example.com:5000/platform/api@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ),
+    ] {
+        g.bench_function(label, |b| {
+            b.iter(|| helm_guard::image::Image::new(black_box(raw)))
+        });
+    }
+    let edit = support::edit_for(fleet, 500, Change::Drift);
+    let body =
+        serde_json::to_vec(&support::realistic_review(&edit, "bench-uid", 7)).expect("serialises");
+    g.bench_function("admission_parse_only", |b| {
+        b.iter(|| admission::parse(black_box(&body)).expect("parses"))
+    });
+    let req = admission::parse(&body).expect("parses");
+    let settings = Settings::new(Mode::Enforce);
+    g.bench_function("admission_facts_only", |b| {
+        b.iter(|| admission::facts(black_box(&req), &settings).expect("facts"))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    decode_index,
+    decode_parts,
+    decision,
+    admission_path,
+    parts
+);
+criterion_main!(benches);

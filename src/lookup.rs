@@ -1,0 +1,446 @@
+//! The fallback: one bounded, shared, cached API lookup when a request names a release the
+//! index does not have yet (or a Helm write arrives before the watch delivered its pending
+//! revision).
+//!
+//! Everything else is answered from the index; this is the only API call on the request
+//! path, and it is fenced in on every side:
+//!
+//! - **bounded**: the list calls (`owner=helm,name=<release>` in the release namespace,
+//!   Secrets and, if enabled, ConfigMaps, in parallel) run under [`FallbackConfig::timeout`];
+//!   at most [`FallbackConfig::max_concurrent`] releases are looked up at once;
+//! - **shared**: one lookup in flight per release; concurrent requests await the same one
+//!   (a `tokio::sync::OnceCell` per release — if the request running it is cancelled, the
+//!   next waiter takes over);
+//! - **cached**: a release that does not exist is not looked up again for
+//!   [`FallbackConfig::negative_ttl`]; failures and "found, but no pending revision" are not
+//!   retried for [`FallbackConfig::retry_after`]. A Helm write never trusts a cached
+//!   "missing": a fresh install is missing until the moment its pending revision exists.
+//!
+//! What a lookup finds is decoded off the async workers and applied to the index through the
+//! watch [`Feed`], attributed to the watch covering it so its next relist reconciles it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::ListParams;
+use kube::core::DeserializeGuard;
+use kube::{Api, Client};
+use serde::Deserialize;
+use tokio::sync::{OnceCell, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::helm::{RecordKind, ReleaseKey};
+use crate::metrics::LookupMetrics;
+use crate::policy::{RELEASE_NAME, RELEASE_NAMESPACE, Releases};
+use crate::watch::{Feed, Record, ReleaseObject, decode_object};
+use crate::workload::WorkloadKind;
+
+/// Bounds and cache lifetimes of the fallback.
+#[derive(Clone, Debug)]
+pub struct FallbackConfig {
+    /// Give up on a lookup after this long (the request is then judged on the index alone).
+    pub timeout: Duration,
+    /// Don't look up a release that did not exist again for this long.
+    pub negative_ttl: Duration,
+    /// Don't repeat a failed lookup, or one that found no pending revision, for this long.
+    pub retry_after: Duration,
+    /// Also list ConfigMaps.
+    pub configmaps: bool,
+    /// Releases looked up at the same time, at most.
+    pub max_concurrent: usize,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(300),
+            negative_ttl: Duration::from_secs(30),
+            retry_after: Duration::from_secs(1),
+            configmaps: true,
+            max_concurrent: 8,
+        }
+    }
+}
+
+/// What a request needs the index to have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The release at all (a workload naming it, a new release record needing history).
+    Release,
+    /// A `pending-*` revision (a write that claims to be Helm).
+    Pending,
+}
+
+/// What [`Fallback::ensure`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LookupOutcome {
+    /// The index already had what was wanted: no lookup.
+    Known,
+    /// Listed; this many revisions were applied to the index.
+    Found { revisions: usize },
+    /// Listed; the release has no records.
+    Missing,
+    /// Not looked up: the release was missing moments ago.
+    CachedMissing,
+    /// Not looked up: the same lookup found, or failed, moments ago.
+    Recent,
+    /// The lookup took longer than the timeout.
+    TimedOut,
+    /// The API refused or failed (message without content).
+    Failed(String),
+    /// The release name cannot be a Helm release name; not looked up.
+    Invalid,
+}
+
+impl LookupOutcome {
+    /// A stable metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Known => "known",
+            Self::Found { .. } => "found",
+            Self::Missing => "missing",
+            Self::CachedMissing => "cached_missing",
+            Self::Recent => "recent",
+            Self::TimedOut => "timeout",
+            Self::Failed(_) => "error",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// The fallback lookup, shared by all requests.
+pub struct Fallback {
+    client: Client,
+    feed: Arc<Feed>,
+    config: FallbackConfig,
+    metrics: LookupMetrics,
+    inflight: Mutex<HashMap<ReleaseKey, Arc<OnceCell<LookupOutcome>>>>,
+    recent: Mutex<HashMap<ReleaseKey, (Instant, LookupOutcome)>>,
+    permits: Semaphore,
+}
+
+impl Fallback {
+    pub fn new(
+        client: Client,
+        feed: Arc<Feed>,
+        config: FallbackConfig,
+        metrics: LookupMetrics,
+    ) -> Self {
+        let permits = Semaphore::new(config.max_concurrent.max(1));
+        Self {
+            client,
+            feed,
+            config,
+            metrics,
+            inflight: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
+            permits,
+        }
+    }
+
+    /// Makes sure the index has what a request about `key` needs, looking it up at most
+    /// once (shared, bounded, cached). Never fails: the outcome says what happened.
+    pub async fn ensure(&self, key: &ReleaseKey, want: Want) -> LookupOutcome {
+        if self.satisfied(key, want) {
+            return LookupOutcome::Known;
+        }
+        if !is_release_name(&key.name) || !is_namespace_name(&key.namespace) {
+            self.metrics.count("invalid");
+            return LookupOutcome::Invalid;
+        }
+        if let Some(cached) = self.cached(key, want) {
+            self.metrics.count(cached.label());
+            return cached;
+        }
+        let cell = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            inflight.entry(key.clone()).or_default().clone()
+        };
+        let outcome = cell.get_or_init(|| self.lookup(key)).await.clone();
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            if inflight.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                inflight.remove(key);
+            }
+        }
+        outcome
+    }
+
+    fn satisfied(&self, key: &ReleaseKey, want: Want) -> bool {
+        let view = self.feed.index().release(key);
+        match want {
+            Want::Release => view.is_some(),
+            Want::Pending => view.is_some_and(|v| v.pending.is_some()),
+        }
+    }
+
+    fn cached(&self, key: &ReleaseKey, want: Want) -> Option<LookupOutcome> {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let negative_ttl = self.config.negative_ttl;
+        let retry_after = self.config.retry_after;
+        // Expired entries go on every visit, so the map stays as small as the TTLs allow.
+        if recent.len() > 1024 {
+            recent.retain(|_, (at, _)| now.duration_since(*at) < negative_ttl.max(retry_after));
+        }
+        let (at, outcome) = recent.get(key)?;
+        let age = now.duration_since(*at);
+        match (outcome, want) {
+            (LookupOutcome::Missing, Want::Release) if age < negative_ttl => {
+                Some(LookupOutcome::CachedMissing)
+            }
+            (LookupOutcome::Missing, _) => None,
+            _ if age < retry_after => Some(LookupOutcome::Recent),
+            _ => None,
+        }
+    }
+
+    /// The lookup itself; runs once per in-flight key.
+    async fn lookup(&self, key: &ReleaseKey) -> LookupOutcome {
+        let started = Instant::now();
+        let outcome =
+            match tokio::time::timeout(self.config.timeout, self.list_and_apply(key)).await {
+                Ok(outcome) => outcome,
+                Err(_) => LookupOutcome::TimedOut,
+            };
+        self.metrics.count(outcome.label());
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &outcome {
+            LookupOutcome::Found { revisions } => {
+                info!(release = %key, revisions, elapsed_ms, "fallback lookup found the release")
+            }
+            LookupOutcome::Failed(error) => {
+                warn!(release = %key, %error, elapsed_ms, "fallback lookup failed")
+            }
+            other => debug!(release = %key, outcome = other.label(), elapsed_ms, "fallback lookup"),
+        }
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), (Instant::now(), outcome.clone()));
+        outcome
+    }
+
+    async fn list_and_apply(&self, key: &ReleaseKey) -> LookupOutcome {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return LookupOutcome::Failed("lookups closed".into());
+        };
+        let selector = format!("owner=helm,name={}", key.name);
+        // The feed's limits, so the watch and the fallback decode alike.
+        let limits = self.feed.limits();
+        let secrets = list::<Secret>(&self.client, &key.namespace, &selector, limits);
+        let (secrets, config_maps) = if self.config.configmaps {
+            let cms = list::<ConfigMap>(&self.client, &key.namespace, &selector, limits);
+            let (s, c) = tokio::join!(secrets, cms);
+            (s, Some(c))
+        } else {
+            (secrets.await, None)
+        };
+        let mut found = 0;
+        for (kind, listed) in [
+            (RecordKind::Secret, Some(secrets)),
+            (RecordKind::ConfigMap, config_maps),
+        ] {
+            let Some(listed) = listed else { continue };
+            let records = match listed {
+                Ok(records) => records,
+                Err(error) => return LookupOutcome::Failed(error),
+            };
+            let records: Vec<Record> = records
+                .into_iter()
+                .filter(|r| match r {
+                    // Only records of this very release count (the label could lie).
+                    Record::Revision(rev) => rev.release == *key,
+                    _ => true,
+                })
+                .collect();
+            found += records
+                .iter()
+                .filter(|r| matches!(r, Record::Revision(_)))
+                .count();
+            self.feed.apply_lookup(kind, &key.namespace, records);
+        }
+        if found == 0 {
+            LookupOutcome::Missing
+        } else {
+            LookupOutcome::Found { revisions: found }
+        }
+    }
+}
+
+/// Lists and decodes (off the async workers) the release records of a selector.
+async fn list<K: ReleaseObject>(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    limits: crate::helm::Limits,
+) -> Result<Vec<Record>, String> {
+    let api: Api<DeserializeGuard<K>> = Api::namespaced(client.clone(), namespace);
+    let list = api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(status) => format!("{} {}", status.code, status.reason),
+            other => other.to_string(),
+        })?;
+    let items = list.items;
+    tokio::task::spawn_blocking(move || {
+        items.iter().map(|obj| decode_object(obj, limits)).collect()
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Helm's release name rule (`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`,
+/// at most 53 characters): anything else cannot name a release, and must not reach a label
+/// selector.
+pub fn is_release_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 53
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+fn is_namespace_name(ns: &str) -> bool {
+    !ns.is_empty() && ns.len() <= 63 && !ns.contains('.') && is_release_name(ns)
+}
+
+/// What a request body says about the release it concerns, read without a full parse: the
+/// pre-step of the request handler, before the (pure) decision.
+///
+/// - a workload CREATE/UPDATE annotated `meta.helm.sh/release-name` → that release
+///   ([`Want::Pending`] if its field manager is one of `helm_managers`);
+/// - a release record (labels `owner=helm`, `name`) being written → its release's history.
+pub fn hint(body: &[u8], helm_managers: &[String]) -> Option<(ReleaseKey, Want)> {
+    #[derive(Deserialize)]
+    struct Review {
+        request: Option<Request>,
+    }
+    #[derive(Deserialize)]
+    struct Request {
+        kind: Option<Gvk>,
+        namespace: Option<String>,
+        operation: Option<String>,
+        object: Option<Object>,
+        options: Option<Options>,
+    }
+    #[derive(Deserialize)]
+    struct Gvk {
+        #[serde(default)]
+        group: String,
+        #[serde(default)]
+        kind: String,
+    }
+    #[derive(Deserialize)]
+    struct Object {
+        metadata: Option<Meta>,
+    }
+    #[derive(Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        annotations: HashMap<String, String>,
+        #[serde(default)]
+        labels: HashMap<String, String>,
+    }
+    #[derive(Deserialize)]
+    struct Options {
+        #[serde(rename = "fieldManager")]
+        field_manager: Option<String>,
+    }
+    let req = serde_json::from_slice::<Review>(body).ok()?.request?;
+    if !matches!(req.operation.as_deref(), Some("CREATE" | "UPDATE")) {
+        return None;
+    }
+    let kind = req.kind?;
+    let meta = req.object?.metadata?;
+    let namespace = req.namespace.unwrap_or_default();
+    if kind.group.is_empty()
+        && (kind.kind == "Secret" || kind.kind == "ConfigMap")
+        && meta.labels.get("owner").map(String::as_str) == Some("helm")
+    {
+        let name = meta.labels.get("name")?;
+        return Some((ReleaseKey::new(&namespace, name), Want::Release));
+    }
+    WorkloadKind::from_group_kind(&kind.group, &kind.kind)?;
+    let name = meta.annotations.get(RELEASE_NAME)?;
+    let ns = meta
+        .annotations
+        .get(RELEASE_NAMESPACE)
+        .map_or(namespace.as_str(), String::as_str);
+    let claims_helm = req
+        .options
+        .and_then(|o| o.field_manager)
+        .is_some_and(|m| helm_managers.contains(&m));
+    let want = if claims_helm {
+        Want::Pending
+    } else {
+        Want::Release
+    };
+    Some((ReleaseKey::new(ns, name), want))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn release_names_are_checked_before_reaching_a_selector() {
+        assert!(is_release_name("db"));
+        assert!(is_release_name("my-app.v2"));
+        assert!(!is_release_name("x,owner!=helm"));
+        assert!(!is_release_name("Upper"));
+        assert!(!is_release_name("-x"));
+        assert!(!is_release_name(&"a".repeat(54)));
+    }
+
+    #[test]
+    fn hints() {
+        let managers = vec!["helm".to_owned()];
+        let body = |kind: Value, fm: Option<&str>, meta: Value| {
+            json!({"request": {"uid": "u", "kind": kind, "namespace": "db", "operation": "UPDATE",
+                "object": {"metadata": meta}, "options": {"fieldManager": fm}}})
+            .to_string()
+        };
+        use serde_json::Value;
+        let sts = json!({"group": "apps", "version": "v1", "kind": "StatefulSet"});
+        let annotated = json!({"annotations": {RELEASE_NAME: "db"}});
+        assert_eq!(
+            hint(
+                body(sts.clone(), Some("kubectl-edit"), annotated.clone()).as_bytes(),
+                &managers
+            ),
+            Some((ReleaseKey::new("db", "db"), Want::Release))
+        );
+        assert_eq!(
+            hint(
+                body(sts.clone(), Some("helm"), annotated).as_bytes(),
+                &managers
+            ),
+            Some((ReleaseKey::new("db", "db"), Want::Pending))
+        );
+        assert_eq!(hint(body(sts, None, json!({})).as_bytes(), &managers), None);
+        let secret = json!({"group": "", "version": "v1", "kind": "Secret"});
+        assert_eq!(
+            hint(
+                body(
+                    secret,
+                    Some("helm"),
+                    json!({"labels": {"owner": "helm", "name": "db"}})
+                )
+                .as_bytes(),
+                &managers
+            ),
+            Some((ReleaseKey::new("db", "db"), Want::Release))
+        );
+        assert_eq!(hint(b"{not json", &managers), None);
+    }
+}

@@ -1,0 +1,726 @@
+//! The cluster side: watch events into the release store, readiness and staleness, the
+//! fallback lookup, Events and metrics.
+//!
+//! Two ways in. Watch-event streams are pushed straight into [`watch::drive`] (kubert's way
+//! of testing an index: no API server). The kube client path — `kube::runtime::watcher`,
+//! `Api::list`, kube's event `Recorder` — runs against [`FakeApi`], a small stand-in for the
+//! Kubernetes API server over plain HTTP on 127.0.0.1 that speaks just enough of the real
+//! list/watch protocol: lists with `metadata.resourceVersion`, chunked newline-delimited
+//! watch streams (`ADDED`/`MODIFIED`/`DELETED`/`BOOKMARK`), a `410 Expired` watch error that
+//! forces a relist, and event creation. It is not an API server: no validation, no
+//! resourceVersion history, no field selectors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use futures::StreamExt;
+use futures::channel::mpsc as fmpsc;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::core::DeserializeGuard;
+use kube::runtime::events::Reporter;
+use kube::runtime::watcher::{self, Event};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use helm_guard::events::EventQueue;
+use helm_guard::helm::build::{History, ReleaseRecord, postgres_chart};
+use helm_guard::helm::coalesce::UpgradeValues;
+use helm_guard::helm::{Limits, RecordKind, ReleaseKey};
+use helm_guard::lookup::{Fallback, FallbackConfig, LookupOutcome, Want};
+use helm_guard::metrics::{self, Metrics, Observation};
+use helm_guard::policy::{EventIntent, Releases};
+use helm_guard::store::{Index, SharedIndex};
+use helm_guard::watch::{self, Feed, WatchConfig};
+
+// === fixtures ===
+
+fn history(name: &str, namespace: &str) -> History {
+    History::install(
+        name,
+        namespace,
+        &postgres_chart("12.0.0", "11.22.0"),
+        json!({}),
+    )
+}
+
+fn secret(r: &ReleaseRecord) -> DeserializeGuard<Secret> {
+    DeserializeGuard(Ok(serde_json::from_value(r.secret()).expect("a Secret")))
+}
+
+fn config_map(r: &ReleaseRecord) -> DeserializeGuard<ConfigMap> {
+    DeserializeGuard(Ok(
+        serde_json::from_value(r.config_map()).expect("a ConfigMap")
+    ))
+}
+
+/// A release Secret whose `data.release` is not a Helm record.
+fn broken_secret_json(name: &str, namespace: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+        "metadata": {"name": format!("sh.helm.release.v1.{name}.v1"), "namespace": namespace,
+                     "labels": {"owner": "helm", "name": name, "version": "1"}},
+        // base64 of "CANARY secret, not gzip"
+        "data": {"release": "Q0FOQVJZIHNlY3JldCwgbm90IGd6aXA="},
+    })
+}
+
+fn broken_secret(name: &str, namespace: &str) -> DeserializeGuard<Secret> {
+    DeserializeGuard(Ok(serde_json::from_value(broken_secret_json(
+        name, namespace,
+    ))
+    .expect("a Secret")))
+}
+
+struct Harness {
+    index: SharedIndex,
+    feed: Arc<Feed>,
+    ready: Arc<AtomicBool>,
+    registry: Registry,
+    metrics: Metrics,
+}
+
+fn harness() -> Harness {
+    helm_guard::tls::install_provider();
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let index: SharedIndex = Arc::new(RwLock::new(Index::default()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let feed = Feed::new(
+        index.clone(),
+        Limits::default(),
+        metrics.store.clone(),
+        ready.clone(),
+    );
+    Harness {
+        index,
+        feed,
+        ready,
+        registry,
+        metrics,
+    }
+}
+
+impl Harness {
+    fn text(&self) -> String {
+        metrics::encode(&self.registry)
+    }
+    fn keys(&self) -> Vec<String> {
+        let idx = self.index.read().expect("lock");
+        idx.keys().iter().map(ToString::to_string).collect()
+    }
+}
+
+/// Polls `cond` for up to 10 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+type WatchItem<K> = Result<Event<DeserializeGuard<K>>, watcher::Error>;
+
+// === (a) watch events → index ===
+
+#[tokio::test]
+async fn watch_events_drive_the_index_and_relists_drop_what_is_gone() {
+    let h = harness();
+    let source = h.feed.add_source(RecordKind::Secret, None);
+    let (tx, rx) = fmpsc::unbounded::<WatchItem<Secret>>();
+    tokio::spawn(watch::drive(h.feed.clone(), source, rx));
+
+    let mut db = history("db", "db");
+    let web = history("web", "web");
+    let cache = history("cache", "cache");
+    let send = |e: WatchItem<Secret>| tx.unbounded_send(e).expect("driver alive");
+
+    send(Ok(Event::Init));
+    send(Ok(Event::InitApply(secret(&db.revisions[0]))));
+    send(Ok(Event::InitApply(broken_secret("broken", "db"))));
+    send(Ok(Event::InitApply(secret(&web.revisions[0]))));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!h.ready.load(Ordering::Acquire), "ready before InitDone");
+    assert_eq!(h.keys(), Vec::<String>::new(), "a list applies at InitDone");
+    send(Ok(Event::InitApply(secret(&cache.revisions[0]))));
+    send(Ok(Event::InitDone));
+    eventually("ready", || h.ready.load(Ordering::Acquire)).await;
+    assert_eq!(h.keys(), ["cache/cache", "db/db", "web/web"]);
+    assert_eq!(
+        h.feed.undecodable(),
+        ["Secret db/sh.helm.release.v1.broken.v1"]
+    );
+    let text = h.text();
+    assert!(
+        text.contains(r#"helm_guard_release_decode_failures_total{reason="gzip"} 1"#)
+            || text.contains(r#"helm_guard_release_decode_failures_total{reason="base64"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains("CANARY"));
+    assert!(text.contains("helm_guard_releases_indexed 3"));
+    assert!(text.contains("helm_guard_store_stale 0"));
+
+    // helm upgrade: the pending revision arrives as an Apply, then the status flip.
+    db.begin_upgrade(
+        &postgres_chart("14.0.0", "15.4.0"),
+        json!({}),
+        UpgradeValues::ResetValues,
+    );
+    send(Ok(Event::Apply(secret(&db.revisions[1]))));
+    let key = ReleaseKey::new("db", "db");
+    eventually("pending revision", || {
+        h.index
+            .release(&key)
+            .is_some_and(|v| v.pending.is_some_and(|p| p.revision == 2))
+    })
+    .await;
+    db.complete();
+    send(Ok(Event::Apply(secret(&db.revisions[0]))));
+    send(Ok(Event::Apply(secret(&db.revisions[1]))));
+    eventually("deployed revision 2", || {
+        h.index
+            .release(&key)
+            .is_some_and(|v| v.deployed.is_some_and(|d| d.revision == 2) && v.pending.is_none())
+    })
+    .await;
+
+    // kubectl delete secret: the release goes.
+    send(Ok(Event::Delete(secret(&web.revisions[0]))));
+    eventually("web deleted", || h.keys() == ["cache/cache", "db/db"]).await;
+
+    // A failure: stale, still ready, the restart counted; the relist (without cache, whose
+    // deletion was missed) drops it and clears staleness.
+    send(Err(watcher::Error::NoResourceVersion));
+    eventually("stale", || h.feed.is_stale()).await;
+    assert!(
+        h.ready.load(Ordering::Acquire),
+        "ready survives a watch failure"
+    );
+    assert!(h.text().contains("helm_guard_store_stale 1"));
+    assert!(
+        h.text()
+            .contains(r#"helm_guard_watch_restarts_total{resource="secrets"} 1"#)
+    );
+    send(Ok(Event::Init));
+    for r in &db.revisions {
+        send(Ok(Event::InitApply(secret(r))));
+    }
+    send(Ok(Event::InitDone));
+    eventually("relist applied", || h.keys() == ["db/db"]).await;
+    assert!(!h.feed.is_stale());
+    assert!(
+        h.feed.undecodable().is_empty(),
+        "the broken record is gone too"
+    );
+    assert!(h.text().contains("helm_guard_releases_indexed 1"));
+}
+
+#[tokio::test]
+async fn a_secret_relist_keeps_configmap_releases_and_readiness_waits_for_every_watch() {
+    let h = harness();
+    let secrets = h.feed.add_source(RecordKind::Secret, None);
+    let cms = h.feed.add_source(RecordKind::ConfigMap, None);
+    let (stx, srx) = fmpsc::unbounded::<WatchItem<Secret>>();
+    let (ctx, crx) = fmpsc::unbounded::<WatchItem<ConfigMap>>();
+    tokio::spawn(watch::drive(h.feed.clone(), secrets, srx));
+    tokio::spawn(watch::drive(h.feed.clone(), cms, crx));
+    let db = history("db", "db");
+    let legacy = history("legacy", "old");
+
+    stx.unbounded_send(Ok(Event::Init)).expect("alive");
+    stx.unbounded_send(Ok(Event::InitApply(secret(&db.revisions[0]))))
+        .expect("alive");
+    stx.unbounded_send(Ok(Event::InitDone)).expect("alive");
+    eventually("secrets listed", || h.keys() == ["db/db"]).await;
+    assert!(
+        !h.ready.load(Ordering::Acquire),
+        "ConfigMaps have not listed yet"
+    );
+
+    ctx.unbounded_send(Ok(Event::Init)).expect("alive");
+    ctx.unbounded_send(Ok(Event::InitApply(config_map(&legacy.revisions[0]))))
+        .expect("alive");
+    ctx.unbounded_send(Ok(Event::InitDone)).expect("alive");
+    eventually("ready", || h.ready.load(Ordering::Acquire)).await;
+    assert_eq!(h.keys(), ["db/db", "old/legacy"]);
+
+    // An empty Secret relist drops Secret-backed releases only.
+    stx.unbounded_send(Ok(Event::Init)).expect("alive");
+    stx.unbounded_send(Ok(Event::InitDone)).expect("alive");
+    eventually("secret relist", || h.keys() == ["old/legacy"]).await;
+}
+
+// === the fake API server ===
+
+#[derive(Default)]
+struct FakeState {
+    /// Secrets by namespace/name.
+    secrets: BTreeMap<String, Value>,
+    rv: u64,
+    watchers: Vec<fmpsc::UnboundedSender<Value>>,
+}
+
+#[derive(Clone, Default)]
+struct FakeApi {
+    state: Arc<Mutex<FakeState>>,
+    /// Cluster-wide Secret lists (the watcher's LIST).
+    lists: Arc<AtomicUsize>,
+    /// Watch requests.
+    watches: Arc<AtomicUsize>,
+    /// Namespaced Secret lists (the fallback's LIST).
+    lookups: Arc<AtomicUsize>,
+    /// Event creations and patches.
+    event_posts: Arc<AtomicUsize>,
+    event_patches: Arc<AtomicUsize>,
+    /// While set, LIST requests wait.
+    hold_lists: Arc<AtomicBool>,
+    /// Lookups wait this long (ms).
+    lookup_delay_ms: Arc<AtomicUsize>,
+}
+
+impl FakeApi {
+    async fn serve(&self) -> SocketAddr {
+        let app = Router::new()
+            .route("/api/v1/secrets", get(secrets_all))
+            .route("/api/v1/namespaces/{ns}/secrets", get(secrets_in))
+            .route("/api/v1/namespaces/{ns}/configmaps", get(configmaps_in))
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+                post(event_create),
+            )
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}",
+                patch(event_patch),
+            )
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+
+    fn client(addr: SocketAddr) -> kube::Client {
+        let url = format!("http://{addr}").parse().expect("uri");
+        kube::Client::try_from(kube::Config::new(url)).expect("client")
+    }
+
+    fn notify(st: &mut FakeState, kind: &str, object: Value) {
+        let event = json!({"type": kind, "object": object});
+        st.watchers
+            .retain(|w| w.unbounded_send(event.clone()).is_ok());
+    }
+
+    /// Creates or updates a Secret and tells the watchers.
+    fn put(&self, mut obj: Value) {
+        let mut st = self.state.lock().expect("lock");
+        st.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+        let key = format!(
+            "{}/{}",
+            obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+            obj["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        let kind = if st.secrets.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        st.secrets.insert(key, obj.clone());
+        Self::notify(&mut st, kind, obj);
+    }
+
+    /// Deletes a Secret; `tell` false simulates an event the watchers missed.
+    fn delete(&self, namespace: &str, name: &str, tell: bool) {
+        let mut st = self.state.lock().expect("lock");
+        st.rv += 1;
+        if let Some(mut obj) = st.secrets.remove(&format!("{namespace}/{name}")) {
+            obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+            if tell {
+                Self::notify(&mut st, "DELETED", obj);
+            }
+        }
+    }
+
+    /// Ends every watch with `410 Expired`, as the API server does when a watch falls
+    /// behind its event history.
+    fn expire_watches(&self) {
+        let mut st = self.state.lock().expect("lock");
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410});
+        Self::notify(&mut st, "ERROR", status);
+        st.watchers.clear();
+    }
+
+    fn list_body(&self, namespace: Option<&str>, selector: &str) -> Value {
+        let st = self.state.lock().expect("lock");
+        let wanted: Vec<(&str, &str)> = selector
+            .split(',')
+            .filter_map(|t| t.split_once('='))
+            .collect();
+        let items: Vec<Value> = st
+            .secrets
+            .values()
+            .filter(|o| namespace.is_none_or(|ns| o["metadata"]["namespace"] == ns))
+            .filter(|o| {
+                wanted
+                    .iter()
+                    .all(|(k, v)| o["metadata"]["labels"][*k].as_str() == Some(*v))
+            })
+            .cloned()
+            .collect();
+        json!({"apiVersion": "v1", "kind": "SecretList",
+               "metadata": {"resourceVersion": st.rv.to_string()}, "items": items})
+    }
+}
+
+fn json_response(v: &Value) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+async fn secrets_all(
+    State(api): State<FakeApi>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    if q.get("watch").map(String::as_str) == Some("true") {
+        api.watches.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = fmpsc::unbounded::<Value>();
+        {
+            let mut st = api.state.lock().expect("lock");
+            // A bookmark first, as the API server sends them with allowWatchBookmarks.
+            let rv = st.rv.to_string();
+            let _ = tx.unbounded_send(json!({"type": "BOOKMARK", "object": {
+                "kind": "Secret", "apiVersion": "v1", "metadata": {"resourceVersion": rv}}}));
+            st.watchers.push(tx);
+        }
+        let lines =
+            rx.map(|event| Ok::<_, std::convert::Infallible>(Bytes::from(format!("{event}\n"))));
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from_stream(lines))
+            .unwrap_or_default();
+    }
+    api.lists.fetch_add(1, Ordering::SeqCst);
+    while api.hold_lists.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    json_response(&api.list_body(None, &selector))
+}
+
+async fn secrets_in(
+    State(api): State<FakeApi>,
+    Path(ns): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    api.lookups.fetch_add(1, Ordering::SeqCst);
+    let delay = api.lookup_delay_ms.load(Ordering::SeqCst) as u64;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    json_response(&api.list_body(Some(&ns), &selector))
+}
+
+async fn configmaps_in() -> Response {
+    json_response(&json!({"apiVersion": "v1", "kind": "ConfigMapList",
+        "metadata": {"resourceVersion": "1"}, "items": []}))
+}
+
+async fn event_create(State(api): State<FakeApi>, body: Bytes) -> Response {
+    api.event_posts.fetch_add(1, Ordering::SeqCst);
+    (
+        StatusCode::CREATED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+async fn event_patch(State(api): State<FakeApi>, body: Bytes) -> Response {
+    api.event_patches.fetch_add(1, Ordering::SeqCst);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+// === (b), (c) the kube watcher against the stand-in API server ===
+
+#[tokio::test]
+async fn kube_watcher_lists_watches_and_relists_after_410_gone() {
+    let h = harness();
+    let api = FakeApi::default();
+    let db = history("db", "db");
+    let web = history("web", "web");
+    api.put(db.revisions[0].secret());
+    api.put(broken_secret_json("broken", "db"));
+    api.hold_lists.store(true, Ordering::SeqCst);
+    let addr = api.serve().await;
+    let client = FakeApi::client(addr);
+
+    let config = WatchConfig {
+        namespaces: Vec::new(),
+        configmaps: false,
+        limits: Limits::default(),
+    };
+    let tasks = watch::spawn(&client, &config, &h.feed);
+    assert_eq!(tasks.len(), 1);
+
+    // (c) kube emits Init before its LIST: while the LIST hangs, not ready.
+    eventually("LIST sent", || api.lists.load(Ordering::SeqCst) >= 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !h.ready.load(Ordering::Acquire),
+        "ready before the list completed"
+    );
+    assert!(h.text().contains("helm_guard_store_stale 1"));
+    api.hold_lists.store(false, Ordering::SeqCst);
+    eventually("ready", || h.ready.load(Ordering::Acquire)).await;
+    assert_eq!(h.keys(), ["db/db"]);
+    assert_eq!(h.feed.undecodable().len(), 1);
+
+    // The watch stream: ADDED, then DELETED.
+    eventually("watching", || api.watches.load(Ordering::SeqCst) >= 1).await;
+    api.put(web.revisions[0].secret());
+    eventually("web added", || h.keys() == ["db/db", "web/web"]).await;
+    api.delete("web", "sh.helm.release.v1.web.v1", true);
+    eventually("web deleted", || h.keys() == ["db/db"]).await;
+
+    // A deletion the watch misses, then 410 Gone: the relist drops the release; readiness
+    // holds throughout, staleness shows and clears.
+    api.put(web.revisions[0].secret());
+    eventually("web added again", || h.keys() == ["db/db", "web/web"]).await;
+    api.delete("web", "sh.helm.release.v1.web.v1", false);
+    let lists_before = api.lists.load(Ordering::SeqCst);
+    api.expire_watches();
+    eventually("stale after 410", || h.feed.is_stale()).await;
+    assert!(h.ready.load(Ordering::Acquire));
+    eventually("relisted", || {
+        api.lists.load(Ordering::SeqCst) > lists_before
+    })
+    .await;
+    eventually("web dropped by the relist", || h.keys() == ["db/db"]).await;
+    eventually("fresh again", || !h.feed.is_stale()).await;
+    let text = h.text();
+    assert!(
+        text.contains(r#"helm_guard_watch_restarts_total{resource="secrets"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("helm_guard_store_stale 0"));
+    for t in tasks {
+        t.abort();
+    }
+}
+
+// === (d) fallback lookups ===
+
+#[tokio::test]
+async fn fallback_lookups_are_shared_bounded_and_negatively_cached() {
+    let h = harness();
+    let api = FakeApi::default();
+    let db = history("db", "db");
+    for r in &db.revisions {
+        api.put(r.secret());
+    }
+    let addr = api.serve().await;
+    let fallback = Arc::new(Fallback::new(
+        FakeApi::client(addr),
+        h.feed.clone(),
+        FallbackConfig {
+            timeout: Duration::from_millis(1000),
+            configmaps: false,
+            ..FallbackConfig::default()
+        },
+        h.metrics.lookups.clone(),
+    ));
+    api.lookup_delay_ms.store(50, Ordering::SeqCst);
+
+    let key = ReleaseKey::new("db", "db");
+    let outcomes = futures::future::join_all((0..16).map(|_| {
+        let f = fallback.clone();
+        let key = key.clone();
+        async move { f.ensure(&key, Want::Release).await }
+    }))
+    .await;
+    assert_eq!(
+        api.lookups.load(Ordering::SeqCst),
+        1,
+        "one list for 16 requests"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| *o == LookupOutcome::Found { revisions: 1 }),
+        "{outcomes:?}"
+    );
+    assert!(h.index.release(&key).is_some(), "applied to the index");
+    assert_eq!(
+        fallback.ensure(&key, Want::Release).await,
+        LookupOutcome::Known
+    );
+
+    // A release that does not exist: looked up once, then cached.
+    let ghost = ReleaseKey::new("db", "ghost");
+    assert_eq!(
+        fallback.ensure(&ghost, Want::Release).await,
+        LookupOutcome::Missing
+    );
+    assert_eq!(
+        fallback.ensure(&ghost, Want::Release).await,
+        LookupOutcome::CachedMissing
+    );
+    assert_eq!(api.lookups.load(Ordering::SeqCst), 2);
+    // A Helm write never trusts a cached "missing" (a fresh install is missing until its
+    // pending revision exists).
+    assert_eq!(
+        fallback.ensure(&ghost, Want::Pending).await,
+        LookupOutcome::Missing
+    );
+    assert_eq!(api.lookups.load(Ordering::SeqCst), 3);
+
+    // Names that cannot be releases never reach a selector.
+    assert_eq!(
+        fallback
+            .ensure(&ReleaseKey::new("db", "x,owner!=helm"), Want::Release)
+            .await,
+        LookupOutcome::Invalid
+    );
+
+    // Bounded: a slow API server costs the timeout, not more.
+    api.lookup_delay_ms.store(5000, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        fallback
+            .ensure(&ReleaseKey::new("db", "slow"), Want::Release)
+            .await,
+        LookupOutcome::TimedOut
+    );
+    assert!(started.elapsed() < Duration::from_millis(3000));
+    let text = h.text();
+    for want in [
+        r#"helm_guard_fallback_lookups_total{result="found"} 1"#,
+        r#"helm_guard_fallback_lookups_total{result="missing"} 2"#,
+        r#"helm_guard_fallback_lookups_total{result="cached_missing"} 1"#,
+        r#"helm_guard_fallback_lookups_total{result="timeout"} 1"#,
+    ] {
+        assert!(text.contains(want), "missing {want}:\n{text}");
+    }
+}
+
+// === (e) Events ===
+
+fn drift_review(dry_run: bool) -> Vec<u8> {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u-1", "kind": {"group": "apps", "version": "v1", "kind": "StatefulSet"},
+        "resource": {"group": "apps", "version": "v1", "resource": "statefulsets"},
+        "namespace": "db", "name": "db-postgresql", "operation": "UPDATE", "dryRun": dry_run,
+        "userInfo": {"username": "alice"},
+        "object": {"metadata": {"name": "db-postgresql", "namespace": "db", "uid": "0a1b"}},
+        "oldObject": {"metadata": {"name": "db-postgresql", "namespace": "db", "uid": "0a1b"}}}})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn events_are_sent_after_the_fact_aggregated_and_never_for_dry_runs() {
+    let h = harness();
+    let api = FakeApi::default();
+    let addr = api.serve().await;
+    let reporter = Reporter {
+        controller: "helm-guard".into(),
+        instance: Some("helm-guard-0".into()),
+    };
+    let (events, _task) = EventQueue::spawn(
+        FakeApi::client(addr),
+        reporter,
+        16,
+        h.metrics.events.clone(),
+    );
+    let intents = [EventIntent {
+        reason: "ImageDrift",
+        note: "postgresql runs bitnami/postgresql:11.22.0, chart renders 15.4.0".into(),
+        warning: true,
+        target: None,
+    }];
+    assert_eq!(
+        events.emit_for_review(&drift_review(true), &intents, true),
+        0
+    );
+    assert_eq!(
+        events.emit_for_review(&drift_review(false), &intents, false),
+        1
+    );
+    eventually("event created", || {
+        api.event_posts.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The same reason on the same object again: kube's recorder turns it into a series.
+    events.emit_for_review(&drift_review(false), &intents, false);
+    eventually("event aggregated", || {
+        api.event_patches.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(api.event_posts.load(Ordering::SeqCst), 1, "no second Event");
+    eventually("counted", || {
+        h.text()
+            .contains(r#"helm_guard_events_total{result="sent"} 2"#)
+    })
+    .await;
+}
+
+// === (f) metrics ===
+
+#[tokio::test]
+async fn metrics_expose_every_documented_series() {
+    let h = harness();
+    h.metrics.admission.observe(
+        Observation {
+            webhook: "validate",
+            mode: "enforce",
+            kind: "StatefulSet",
+            verdict: "denied",
+            actor: "kubectl",
+        },
+        Duration::from_millis(2),
+    );
+    h.metrics.store.decode_failed("gzip");
+    h.metrics.store.watch_restarted("configmaps");
+    h.metrics.lookups.count("found");
+    h.metrics.events.count("dropped");
+    let text = h.text();
+    for family in [
+        "# TYPE helm_guard_admission_requests counter",
+        "# TYPE helm_guard_admission_duration_seconds histogram",
+        "# TYPE helm_guard_releases_indexed gauge",
+        "# TYPE helm_guard_release_decode_failures counter",
+        "# TYPE helm_guard_watch_restarts counter",
+        "# TYPE helm_guard_store_stale gauge",
+        "# TYPE helm_guard_fallback_lookups counter",
+        "# TYPE helm_guard_events counter",
+        r#"helm_guard_admission_requests_total{webhook="validate",mode="enforce",kind="StatefulSet",verdict="denied",actor="kubectl"} 1"#,
+        r#"helm_guard_admission_duration_seconds_count{webhook="validate"} 1"#,
+        "helm_guard_store_stale 1",
+    ] {
+        assert!(text.contains(family), "missing {family}:\n{text}");
+    }
+}
