@@ -24,9 +24,27 @@ use crate::policy::{ReleaseView, Releases};
 #[derive(Debug, Default, Clone)]
 struct Entry {
     revisions: BTreeMap<u32, Arc<RevisionIndex>>,
+    /// The reverse-map keys this release registered (what a reindex must undo).
+    rendered: Vec<WorkloadKey>,
 }
 
 impl Entry {
+    /// Revisions older than the newest deployed one are never judged against again: only
+    /// their values summary (for the stale-pin walk) is kept, not their workloads.
+    fn compact(&mut self) {
+        let Some(floor) = self.view().deployed.map(|d| d.revision) else {
+            return;
+        };
+        for (_, rev) in self.revisions.range_mut(..floor) {
+            if !rev.workloads.is_empty() && !rev.status.is_pending() {
+                *rev = Arc::new(RevisionIndex {
+                    workloads: Box::default(),
+                    ..(**rev).clone()
+                });
+            }
+        }
+    }
+
     fn view(&self) -> ReleaseView {
         let deployed = self
             .revisions
@@ -71,7 +89,13 @@ impl Index {
         if let Some(entry) = self.releases.get_mut(release) {
             entry.revisions.remove(&revision);
             if entry.revisions.is_empty() {
-                self.releases.remove(release);
+                let gone = self
+                    .releases
+                    .remove(release)
+                    .map(|e| e.rendered)
+                    .unwrap_or_default();
+                self.unregister(release, gone);
+                return;
             }
         }
         self.reindex(release);
@@ -88,6 +112,7 @@ impl Index {
                 .revisions
                 .insert(rev.revision, rev);
         }
+        // Everything was cleared: nothing to unregister, only to register.
         let keys: Vec<ReleaseKey> = self.releases.keys().cloned().collect();
         for k in keys {
             self.reindex(&k);
@@ -110,19 +135,37 @@ impl Index {
         self.releases.is_empty()
     }
 
+    fn unregister(&mut self, release: &ReleaseKey, keys: Vec<WorkloadKey>) {
+        for k in keys {
+            if self.renderers.get(&k) == Some(release) {
+                self.renderers.remove(&k);
+            }
+        }
+    }
+
     /// Rebuilds the reverse map entries of one release from its deployed and pending
-    /// revisions (what a decision can be judged against).
+    /// revisions (what a decision can be judged against), and compacts older revisions.
+    /// Proportional to the release's own workloads, not to the whole index.
     fn reindex(&mut self, release: &ReleaseKey) {
-        self.renderers.retain(|_, r| r != release);
-        let Some(entry) = self.releases.get(release) else {
+        let old = self
+            .releases
+            .get_mut(release)
+            .map(|e| std::mem::take(&mut e.rendered))
+            .unwrap_or_default();
+        self.unregister(release, old);
+        let Some(entry) = self.releases.get_mut(release) else {
             return;
         };
+        entry.compact();
         let view = entry.view();
+        let mut keys = Vec::new();
         for rev in [view.deployed, view.pending].into_iter().flatten() {
             for w in rev.workloads.iter() {
                 self.renderers.insert(w.key.clone(), release.clone());
+                keys.push(w.key.clone());
             }
         }
+        entry.rendered = keys;
     }
 }
 
@@ -425,6 +468,33 @@ mod tests {
         idx.delete(&key, 2);
         assert!(idx.release(&key).is_none());
         assert_eq!(idx.renderer_of(&sts()), None);
+    }
+
+    #[test]
+    fn superseded_revisions_keep_only_their_values() {
+        let mut h = History::install("db", "db", &postgres_chart("12.0.0", "11"), json!({}));
+        for (v, tag) in [("13.0.0", "12"), ("14.0.0", "15")] {
+            h.begin_upgrade(&postgres_chart(v, tag), json!({}), UpgradeValues::Default);
+            h.complete();
+        }
+        let mut idx = Index::default();
+        for r in &h.revisions {
+            idx.apply(
+                index_record(&r.secret(), Limits::default())
+                    .expect("record")
+                    .expect("decodes"),
+            );
+        }
+        let key = ReleaseKey::new("db", "db");
+        let history = idx.history(&key);
+        assert_eq!(history.len(), 3);
+        assert!(history[0].workloads.is_empty() && history[1].workloads.is_empty());
+        assert!(!history[2].workloads.is_empty());
+        assert_eq!(
+            history[0].values.values.chart_version, "12.0.0",
+            "values stay for the stale-pin walk"
+        );
+        assert_eq!(idx.renderer_of(&sts()), Some(key));
     }
 
     #[test]
