@@ -230,11 +230,19 @@ async fn failure_answers_are_deliberate() {
     f.ready.store(true, Ordering::Release);
     let (status, _) = f.client.get("/readyz").await.expect("readyz");
     assert_eq!(status.as_u16(), 200);
+    // The admin port speaks plain HTTP: probes and Prometheus.
     let admin = f.running.admin_addr.expect("admin listener");
-    let plain = tokio::net::TcpStream::connect(admin)
-        .await
-        .expect("admin port");
-    drop(plain);
+    let metrics = plain_get(admin, "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains(r#"helm_guard_admission_requests_total{webhook="validate",mode="enforce",kind="other",verdict="error",actor="none"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        plain_get(admin, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     f.running
         .shutdown(Duration::from_secs(1))
         .await
@@ -244,16 +252,34 @@ async fn failure_answers_are_deliberate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_hands_over_to_the_failure_policy() {
     let limits = server::Limits {
-        deadline: Duration::ZERO,
+        deadline: Duration::from_millis(1),
         ..server::Limits::default()
     };
     let f = start(limits, Mode::Enforce).await;
-    let (status, _, _) = post(&f.client, "/validate/enforce", &rollback().review("u-slow")).await;
+    // A body that takes far longer than 1 ms to parse (~12 MB of annotations).
+    let mut slow = rollback().review("u-slow");
+    for i in 0..3000 {
+        slow["request"]["object"]["metadata"]["annotations"][format!("filler-{i}")] =
+            json!("x".repeat(4000));
+    }
+    let (status, _, _) = post(&f.client, "/validate/enforce", &slow).await;
     assert_eq!(status, 503);
     f.running
         .shutdown(Duration::from_secs(1))
         .await
         .expect("shutdown");
+}
+
+async fn plain_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin port");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.expect("read");
+    out
 }
 
 /// Captures every log line of the process.
