@@ -67,7 +67,7 @@ fn review(opts: &ReviewOptions, stdin: impl Read) -> Result<(Value, bool), Strin
     if text.len() as u64 > MAX_INPUT {
         return Err(format!("{what}: larger than {MAX_INPUT} bytes"));
     }
-    let value = parse_document(&text).map_err(|e| format!("{what}: {e}"))?;
+    let value = crate::store::parse_document(&text).map_err(|e| format!("{what}: {e}"))?;
     let req = admission::parse_value(value).map_err(|e| format!("{what}: {e}"))?;
     let reviewed = admission::review_request(
         opts.webhook,
@@ -84,20 +84,4 @@ fn review(opts: &ReviewOptions, stdin: impl Read) -> Result<(Value, bool), Strin
         return Err(format!("{what}: {msg}"));
     };
     Ok((reviewed.review, verdict.allowed))
-}
-
-/// One JSON or YAML document.
-fn parse_document(text: &str) -> Result<Value, String> {
-    if text.trim_start().starts_with('{') {
-        serde_json::from_str(text)
-            .map_err(|e| format!("not JSON ({:?} error at line {})", e.classify(), e.line()))
-    } else {
-        let options = serde_saphyr::options! { with_snippet: false };
-        serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-            e.location().map_or_else(
-                || "not YAML".to_owned(),
-                |l| format!("not YAML (error at line {})", l.line()),
-            )
-        })
-    }
 }

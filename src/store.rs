@@ -311,22 +311,42 @@ pub fn index_record(
     }))
 }
 
+fn json_error(e: &serde_json::Error) -> String {
+    format!(
+        "JSON {} error at line {}",
+        crate::helm::json_category(e),
+        e.line()
+    )
+}
+
+fn yaml_error(e: &serde_saphyr::Error) -> String {
+    e.location().map_or_else(
+        || "YAML error".to_owned(),
+        |l| format!("YAML error at line {}", l.line()),
+    )
+}
+
+fn yaml_options() -> serde_saphyr::Options {
+    // Budget limits on; no snippets, so no error can quote the input.
+    serde_saphyr::options! { with_snippet: false }
+}
+
+/// Parses one JSON or YAML document. Errors give a position, never a piece of the input.
+pub fn parse_document(text: &str) -> Result<Value, String> {
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| json_error(&e))
+    } else {
+        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| yaml_error(&e))
+    }
+}
+
 /// Parses a file of Kubernetes objects: one JSON object or List, or multi-document YAML.
 pub fn parse_objects(text: &str) -> Result<Vec<Value>, String> {
-    let trimmed = text.trim_start();
-    let docs: Vec<Value> = if trimmed.starts_with('{') {
-        vec![
-            serde_json::from_str(trimmed)
-                .map_err(|e| format!("JSON {:?} error at line {}", e.classify(), e.line()))?,
-        ]
+    let docs: Vec<Value> = if text.trim_start().starts_with('{') {
+        vec![serde_json::from_str(text).map_err(|e| json_error(&e))?]
     } else {
-        let options = serde_saphyr::options! { with_snippet: false };
-        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| {
-            e.location().map_or_else(
-                || "YAML error".to_owned(),
-                |l| format!("YAML error at line {}", l.line()),
-            )
-        })?
+        serde_saphyr::from_multiple_with_options(text, yaml_options())
+            .map_err(|e| yaml_error(&e))?
     };
     let mut out = Vec::new();
     for doc in docs {

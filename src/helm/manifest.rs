@@ -87,16 +87,6 @@ fn top_level_kind(doc: &str) -> Option<&str> {
     None
 }
 
-const WORKLOAD_KINDS: [&str; 7] = [
-    "Deployment",
-    "StatefulSet",
-    "DaemonSet",
-    "ReplicaSet",
-    "Job",
-    "CronJob",
-    "Pod",
-];
-
 fn yaml_options() -> serde_saphyr::Options {
     // Budget limits stay at their defaults (alias bombs, event counts); snippets are off so
     // that no error can carry a piece of the document.
@@ -110,7 +100,7 @@ pub fn index_manifest(manifest: &str, release_namespace: &str) -> ManifestIndex 
     for doc in split_manifests(manifest) {
         out.documents += 1;
         match top_level_kind(doc) {
-            Some(kind) if !WORKLOAD_KINDS.contains(&kind) => continue,
+            Some(kind) if !WorkloadKind::ALL.iter().any(|k| k.as_str() == kind) => continue,
             _ => {}
         }
         let parsed: Doc = match serde_saphyr::from_str_with_options(doc, yaml_options()) {
