@@ -6,8 +6,9 @@
 //!
 //! * `decode_index/{100KiB,1MiB}`: `store::index_record` on a Helm Secret, end to end (API
 //!   base64 → Helm base64 → gunzip → JSON → manifest split → workload parse → index).
-//! * `decode_parts/1MiB/*`: the same record split in two — `helm::decode` alone (base64,
-//!   gunzip, JSON) and `helm::index_manifest` alone — to show where the time goes.
+//! * `decode_parts/1MiB/*`: the same record in parts — `helm::decode` alone (base64, gunzip,
+//!   JSON), `helm::index_manifest` alone, and `RevisionIndex::from_decoded` (manifest index
+//!   plus values summary) — to show where the time goes.
 //! * `decision/update/*`: `policy::decide` on prepared facts against an index of 1,000
 //!   releases (2–3 revisions each, every record decoded by the real path).
 //! * `admission/parse_and_decide/*`: `admission::review_body` on the raw body plus the
@@ -106,6 +107,11 @@ fn decode_parts(c: &mut Criterion) {
     });
     g.bench_function("index_manifest", |b| {
         b.iter(|| helm::index_manifest(black_box(&record.manifest), "prod"))
+    });
+    // Manifest index plus everything else `from_decoded` keeps (the values summary).
+    let decoded = helm::decode(source, Limits::default()).expect("decodes");
+    g.bench_function("from_decoded", |b| {
+        b.iter(|| helm::RevisionIndex::from_decoded(black_box(&decoded)))
     });
     g.finish();
 }

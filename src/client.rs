@@ -36,12 +36,16 @@ impl WebhookClient {
     /// `base` like `https://127.0.0.1:8443`; only certificates signed by `ca_pem` are trusted.
     pub fn new(ca_pem: &[u8], base: &str) -> Result<Self, ClientError> {
         let tls = client_config(ca_pem)?;
+        // TCP_NODELAY, as the API server's client does: small requests must not wait for ACKs.
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*tls).clone())
             .https_only()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector(http);
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
             base: base.trim_end_matches('/').to_owned(),

@@ -25,7 +25,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tracing::{Instrument, field, info, info_span, warn};
 
 use prometheus_client::registry::Registry;
@@ -357,7 +358,12 @@ pub async fn start(
 ) -> Result<Running, ServerError> {
     let handle: Handle<SocketAddr> = Handle::new();
     let app = router(state.clone());
-    let server = axum_server::bind_rustls(listen, tls).handle(handle.clone());
+    // TCP_NODELAY: admission reviews are small request/response pairs on kept-alive
+    // connections, where Nagle's algorithm and delayed ACKs add ~40 ms to a response.
+    let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
+    let server = axum_server::bind(listen)
+        .acceptor(acceptor)
+        .handle(handle.clone());
     let mut tasks = vec![tokio::spawn(async move {
         server
             .serve(app.into_make_service())
@@ -375,7 +381,9 @@ pub async fn start(
         Some(a) => {
             let h: Handle<SocketAddr> = Handle::new();
             let app = admin_router(state);
-            let server = axum_server::bind(a).handle(h.clone());
+            let server = axum_server::bind(a)
+                .acceptor(NoDelayAcceptor::new())
+                .handle(h.clone());
             tasks.push(tokio::spawn(async move {
                 server
                     .serve(app.into_make_service())
