@@ -172,11 +172,17 @@ impl RevisionIndex {
     /// Reduces a decoded release to its index. Objects without a namespace in the manifest
     /// belong to the release namespace, as Helm's resource builder defaults them.
     pub fn from_decoded(release: &DecodedRelease) -> Arc<Self> {
+        // A superseded revision is never judged against again (a newer one is deployed), so
+        // its manifest — most of the decoding cost — is not parsed at all; its values are.
         let ManifestIndex {
             mut workloads,
             unparsable,
             ..
-        } = index_manifest(&release.manifest, &release.key.namespace);
+        } = if release.status == Status::Superseded {
+            ManifestIndex::default()
+        } else {
+            index_manifest(&release.manifest, &release.key.namespace)
+        };
         workloads.sort_by(|a, b| a.key.cmp(&b.key));
         // A chart rendering the same object twice is broken; the API keeps the last write.
         workloads.dedup_by(|later, earlier| {
