@@ -19,6 +19,7 @@ use crate::helm::{
     decode,
 };
 use crate::policy::{ReleaseView, Releases};
+use crate::values::ImageValue;
 
 /// All revisions of one release.
 #[derive(Debug, Default, Clone)]
@@ -30,18 +31,43 @@ struct Entry {
 
 impl Entry {
     /// Revisions older than the newest deployed one are never judged against again: only
-    /// their values summary (for the stale-pin walk) is kept, not their workloads.
+    /// their values summary (for the stale-pin walk) is kept, not their workloads, and image
+    /// path lists equal to another revision's are shared (implicit reuse repeats them).
     fn compact(&mut self) {
         let Some(floor) = self.view().deployed.map(|d| d.revision) else {
             return;
         };
-        for (_, rev) in self.revisions.range_mut(..floor) {
-            if !rev.workloads.is_empty() && !rev.status.is_pending() {
-                *rev = Arc::new(RevisionIndex {
-                    workloads: Box::default(),
-                    ..(**rev).clone()
-                });
+        let mut pool: Vec<Arc<[ImageValue]>> = Vec::new();
+        for rev in self.revisions.values() {
+            let v = &rev.values.values;
+            for list in [&v.config_images, &v.chart_default_images] {
+                if !pool.iter().any(|p| **p == **list) {
+                    pool.push(list.clone());
+                }
             }
+        }
+        let share = |list: &Arc<[ImageValue]>| {
+            pool.iter()
+                .find(|p| ***p == **list)
+                .cloned()
+                .unwrap_or_else(|| list.clone())
+        };
+        for (_, rev) in self.revisions.range_mut(..floor) {
+            if rev.status.is_pending() {
+                continue;
+            }
+            let v = &rev.values.values;
+            let shared = Arc::ptr_eq(&share(&v.config_images), &v.config_images)
+                && Arc::ptr_eq(&share(&v.chart_default_images), &v.chart_default_images);
+            if rev.workloads.is_empty() && rev.values.is_compact() && shared {
+                continue;
+            }
+            let mut r = (**rev).clone();
+            r.workloads = Box::default();
+            r.values.compact();
+            r.values.values.config_images = share(&r.values.values.config_images);
+            r.values.values.chart_default_images = share(&r.values.values.chart_default_images);
+            *rev = Arc::new(r);
         }
     }
 

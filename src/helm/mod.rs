@@ -183,6 +183,17 @@ impl RevisionIndex {
         } else {
             index_manifest(&release.manifest, &release.key.namespace)
         };
+        let mut values = ValuesSummary::of(
+            release.revision,
+            &release.chart.name,
+            &release.chart.version,
+            release.status.as_str(),
+            &release.config,
+            &release.chart_values,
+        );
+        if release.status == Status::Superseded {
+            values.compact();
+        }
         workloads.sort_by(|a, b| a.key.cmp(&b.key));
         // A chart rendering the same object twice is broken; the API keeps the last write.
         workloads.dedup_by(|later, earlier| {
@@ -200,14 +211,7 @@ impl RevisionIndex {
             chart: release.chart.clone(),
             workloads: workloads.into_boxed_slice(),
             unparsable_documents: unparsable,
-            values: ValuesSummary::of(
-                release.revision,
-                &release.chart.name,
-                &release.chart.version,
-                release.status.as_str(),
-                &release.config,
-                &release.chart_values,
-            ),
+            values,
         })
     }
 

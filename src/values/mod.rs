@@ -95,6 +95,7 @@
 //! applies (`CoalesceTables` deletes a user key set to `null`).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -593,9 +594,9 @@ pub struct RevisionValues {
     /// Helm status string: `deployed`, `superseded`, `failed`, `pending-upgrade`, …
     pub status: String,
     /// `image_paths(release.config)`, sorted by path.
-    pub config_images: Vec<ImageValue>,
+    pub config_images: Arc<[ImageValue]>,
     /// `image_paths(release.chart.values)`, sorted by path.
-    pub chart_default_images: Vec<ImageValue>,
+    pub chart_default_images: Arc<[ImageValue]>,
     /// `count_leaves(release.config)`.
     pub config_leaf_count: u32,
     /// `chart.values` of this revision are the previous coalesced values (`--reuse-values`),
@@ -620,8 +621,8 @@ impl RevisionValues {
             chart_name: chart_name.to_string(),
             chart_version: chart_version.to_string(),
             status: status.to_string(),
-            config_images: image_paths(config),
-            chart_default_images: image_paths(chart_values),
+            config_images: image_paths(config).into(),
+            chart_default_images: image_paths(chart_values).into(),
             config_leaf_count: count_leaves(config),
             reused_values,
         }
@@ -745,7 +746,7 @@ pub fn stale_pins(history: &[RevisionValues], new: &RevisionValues) -> Vec<Stale
         .collect();
 
     let mut pins = Vec::new();
-    for (path, pinned) in &new.config_images {
+    for (path, pinned) in new.config_images.iter() {
         if pinned.is_empty() || !decides_image(path) {
             continue;
         }

@@ -28,9 +28,40 @@ pub struct ValuesSummary {
     coalesced_images: Vec<ImageValue>,
     coalesced_digest: u64,
     chart_values_digest: u64,
+    compacted: bool,
 }
 
 impl ValuesSummary {
+    /// Drops what only the revision an upgrade starts from needs, once a newer revision is
+    /// deployed: the coalesced image paths behind the `--reuse-values` fingerprint, and the
+    /// chart defaults at paths its own `config` does not set (the stale-pin walk only ever
+    /// asks an older revision for the default at a path it pinned).
+    pub fn compact(&mut self) {
+        if self.compacted {
+            return;
+        }
+        self.coalesced_images = Vec::new();
+        let v = &mut self.values;
+        if v.chart_default_images
+            .iter()
+            .any(|(p, _)| v.config_value(p).is_none())
+        {
+            let kept: Vec<ImageValue> = v
+                .chart_default_images
+                .iter()
+                .filter(|(p, _)| v.config_value(p).is_some())
+                .cloned()
+                .collect();
+            v.chart_default_images = kept.into();
+        }
+        self.compacted = true;
+    }
+
+    /// Whether [`Self::compact`] ran.
+    pub fn is_compact(&self) -> bool {
+        self.compacted
+    }
+
     /// Summarises a decoded revision's values.
     pub fn of(
         revision: u32,
@@ -54,6 +85,7 @@ impl ValuesSummary {
             coalesced_images: image_paths(&coalesced),
             coalesced_digest: digest(&coalesced),
             chart_values_digest: digest(chart_values),
+            compacted: false,
         }
     }
 }
