@@ -34,6 +34,8 @@ pub struct Metrics {
     pub events: EventMetrics,
     /// Expiry (Unix seconds) of the serving certificate.
     pub tls_not_after: Gauge,
+    /// Stale persisted image values found in release revisions Helm was writing.
+    pub stale_values: Counter,
 }
 
 impl Metrics {
@@ -45,6 +47,15 @@ impl Metrics {
             store: StoreMetrics::register(reg),
             lookups: LookupMetrics::register(reg),
             events: EventMetrics::register(reg),
+            stale_values: {
+                let c = Counter::default();
+                reg.register(
+                    "stale_image_values",
+                    "Image values persisted by an earlier revision that a new release revision re-applies against the chart (one per value path)",
+                    c.clone(),
+                );
+                c
+            },
             tls_not_after: {
                 let g = Gauge::default();
                 reg.register(

@@ -253,6 +253,8 @@ pub struct Verdict {
     pub events: Vec<EventIntent>,
     pub actor: &'static str,
     pub drifts: Vec<Drift>,
+    /// Stale persisted image values found in a release revision being written.
+    pub stale_pins: usize,
 }
 
 impl Verdict {
@@ -266,6 +268,7 @@ impl Verdict {
             events: Vec::new(),
             actor,
             drifts: Vec::new(),
+            stale_pins: 0,
         }
     }
 

@@ -305,6 +305,13 @@ async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Bytes) -> Respon
                     events.emit_for_review(&body, &v.events, m.dry_run);
                 }
                 observe(&m.kind, v.outcome().label(), v.actor);
+                if v.stale_pins > 0 {
+                    s.inner
+                        .extras
+                        .metrics
+                        .stale_values
+                        .inc_by(v.stale_pins as u64);
+                }
             }
             None => {
                 span.record("verdict", "error");

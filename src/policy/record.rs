@@ -48,6 +48,7 @@ pub(super) fn decide(
     if pins.is_empty() {
         return v;
     }
+    v.stale_pins = pins.len();
     let release = &rev.release;
     let mut lines = vec![short(&format!(
         "helm-guard: release {} revision {} re-applies {} image value(s) persisted by an earlier revision:",
