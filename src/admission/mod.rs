@@ -1,8 +1,9 @@
 //! AdmissionReview in, AdmissionReview out: the adapter between the wire and the pure
 //! decision.
 //!
-//! Requests are parsed with kube's admission types; the facts the policy needs are lifted out
-//! into a [`policy::Request`]. Responses are written here rather than through kube-core's
+//! Requests are parsed into the small typed view of [`wire`] (objects stay raw JSON until the
+//! request's kind says how to read them); the facts the policy needs are lifted out into a
+//! [`policy::Request`]. Responses are written here rather than through kube-core's
 //! `AdmissionResponse`, whose `patch: Vec<u8>` serialises as an array of numbers (kube-rs
 //! #1781) where `admission.k8s.io/v1` documents a base64 string.
 //!
@@ -13,9 +14,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use kube::api::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation as KubeOperation};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::actor::{ManagedEntry, WriterFacts};
@@ -25,8 +25,10 @@ use crate::policy::{
     RecordFacts, Releases, Settings, Verdict, Webhook,
 };
 use crate::store::index_record;
-use crate::workload::{Spec, WorkloadKind};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use crate::workload::{Container, Spec, WorkloadKind};
+
+mod wire;
+pub use wire::Request;
 
 /// Why a body could not be reviewed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,9 @@ pub enum ReviewError {
     /// An AdmissionReview without a request.
     #[error("AdmissionReview has no request")]
     NoRequest,
+    /// An object's metadata could not be read.
+    #[error("the {which} object is not a valid Kubernetes object")]
+    Object { which: &'static str },
     /// The object's pod spec could not be read.
     #[error("the {which} object's spec is not a valid {kind} spec")]
     Spec {
@@ -80,46 +85,75 @@ fn json_error(e: &serde_json::Error) -> ReviewError {
 }
 
 /// Parses an AdmissionReview from JSON.
-pub fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(|e| json_error(&e))?;
-    review.try_into().map_err(|_| ReviewError::NoRequest)
+pub fn parse(body: &[u8]) -> Result<Request, ReviewError> {
+    let review: wire::Review = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+    review.request.ok_or(ReviewError::NoRequest)
 }
 
 /// Parses an AdmissionReview already read into a JSON value (from YAML, say).
-pub fn parse_value(value: Value) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_value(value).map_err(|e| json_error(&e))?;
-    review.try_into().map_err(|_| ReviewError::NoRequest)
+pub fn parse_value(value: Value) -> Result<Request, ReviewError> {
+    let bytes = serde_json::to_vec(&value).map_err(|e| json_error(&e))?;
+    parse(&bytes)
 }
 
-fn meta_of(req: &AdmissionRequest<DynamicObject>) -> RequestMeta {
+fn operation_name(op: wire::Operation) -> &'static str {
+    match op {
+        wire::Operation::Create => "CREATE",
+        wire::Operation::Update => "UPDATE",
+        wire::Operation::Delete => "DELETE",
+        wire::Operation::Connect => "CONNECT",
+    }
+}
+
+fn meta_of(req: &Request) -> RequestMeta {
     RequestMeta {
         uid: req.uid.clone(),
         kind: req.kind.kind.clone(),
         namespace: req.namespace.clone().unwrap_or_default(),
         name: req.name.clone(),
-        operation: match req.operation {
-            KubeOperation::Create => "CREATE",
-            KubeOperation::Update => "UPDATE",
-            KubeOperation::Delete => "DELETE",
-            KubeOperation::Connect => "CONNECT",
-        },
-        dry_run: req.dry_run,
+        operation: operation_name(req.operation),
+        dry_run: req.dry_run.unwrap_or(false),
     }
 }
 
-/// A managedFields entry's time as the API wrote it (RFC 3339), or empty.
-fn entry_time(e: &ManagedFieldsEntry) -> String {
-    e.time
-        .as_ref()
-        .and_then(|t| serde_json::to_value(t).ok())
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+/// An object of the request, read as far as the guard needs: metadata, and for a workload
+/// the containers of its pod template.
+struct Read {
+    meta: wire::Meta,
+    containers: Vec<Container>,
 }
 
-fn managed(obj: Option<&DynamicObject>) -> Vec<ManagedEntry> {
-    obj.and_then(|o| o.metadata.managed_fields.as_ref())
+fn read(
+    raw: Option<&RawValue>,
+    kind: Option<WorkloadKind>,
+    which: &'static str,
+) -> Result<Option<Read>, ReviewError> {
+    let Some(raw) = raw else { return Ok(None) };
+    if raw.get() == "null" {
+        return Ok(None);
+    }
+    Ok(Some(match kind {
+        Some(kind) => {
+            let obj: wire::Object<Spec> =
+                serde_json::from_str(raw.get()).map_err(|_| ReviewError::Spec { which, kind })?;
+            Read {
+                containers: obj.spec.unwrap_or_default().containers(kind),
+                meta: obj.metadata,
+            }
+        }
+        None => {
+            let obj: wire::Object =
+                serde_json::from_str(raw.get()).map_err(|_| ReviewError::Object { which })?;
+            Read {
+                meta: obj.metadata,
+                containers: Vec::new(),
+            }
+        }
+    }))
+}
+
+fn managed(meta: Option<&wire::Meta>) -> Vec<ManagedEntry> {
+    meta.and_then(|m| m.managed_fields.as_ref())
         .map(|entries| {
             entries
                 .iter()
@@ -127,38 +161,32 @@ fn managed(obj: Option<&DynamicObject>) -> Vec<ManagedEntry> {
                     manager: e.manager.clone().unwrap_or_default(),
                     operation: e.operation.clone().unwrap_or_default(),
                     subresource: e.subresource.clone().unwrap_or_default(),
-                    time: entry_time(e),
+                    time: e.time.clone().unwrap_or_default(),
                 })
                 .collect()
         })
         .unwrap_or_default()
 }
 
-fn containers_of(
-    obj: &DynamicObject,
-    kind: WorkloadKind,
-    which: &'static str,
-) -> Result<Vec<crate::workload::Container>, ReviewError> {
-    let spec = match obj.data.get("spec") {
-        None | Some(Value::Null) => Spec::default(),
-        Some(v) => Spec::deserialize(v).map_err(|_| ReviewError::Spec { which, kind })?,
-    };
-    Ok(spec.containers(kind))
-}
-
 /// Who owns each container's `image` field in an object, per its `managedFields`
 /// (`f:spec…f:containers.k:{"name":"x"}.f:image`, at the kind's pod-spec depth).
-fn image_owners(obj: Option<&DynamicObject>, kind: WorkloadKind) -> Vec<ImageOwner> {
+fn image_owners(meta: Option<&wire::Meta>, kind: WorkloadKind) -> Vec<ImageOwner> {
     let path: &[&str] = match kind {
         WorkloadKind::Pod => &["f:spec"],
         WorkloadKind::CronJob => &["f:spec", "f:jobTemplate", "f:spec", "f:template", "f:spec"],
         _ => &["f:spec", "f:template", "f:spec"],
     };
     let mut out = Vec::new();
-    let entries = obj.and_then(|o| o.metadata.managed_fields.as_ref());
+    let entries = meta.and_then(|m| m.managed_fields.as_ref());
     for e in entries.into_iter().flatten() {
-        let Some(fields) = &e.fields_v1 else { continue };
-        let Some(pod) = path.iter().try_fold(&fields.0, |v, k| v.get(*k)) else {
+        let Some(fields) = e
+            .fields_v1
+            .as_ref()
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        else {
+            continue;
+        };
+        let Some(pod) = path.iter().try_fold(&fields, |v, k| v.get(*k)) else {
             continue;
         };
         for list in ["f:containers", "f:initContainers"] {
@@ -177,7 +205,7 @@ fn image_owners(obj: Option<&DynamicObject>, kind: WorkloadKind) -> Vec<ImageOwn
                     out.push(ImageOwner {
                         container: name,
                         manager: e.manager.clone().unwrap_or_default(),
-                        time: entry_time(e),
+                        time: e.time.clone().unwrap_or_default(),
                     });
                 }
             }
@@ -188,16 +216,20 @@ fn image_owners(obj: Option<&DynamicObject>, kind: WorkloadKind) -> Vec<ImageOwn
 
 /// The release record an admission request carries, if it is one (a Secret of type
 /// `helm.sh/release.v1` or a ConfigMap labelled `owner=helm`), decoded within `settings`'
-/// limits.
-fn record_of(req: &AdmissionRequest<DynamicObject>, settings: &Settings) -> Option<RecordFacts> {
+/// limits. Only these objects are read whole.
+fn record_of(req: &Request, settings: &Settings) -> Option<RecordFacts> {
     let core = req.kind.group.is_empty() && req.sub_resource.as_deref().unwrap_or("").is_empty();
     if !core || !matches!(req.kind.kind.as_str(), "Secret" | "ConfigMap") {
         return None;
     }
-    let mut obj = serde_json::to_value(req.object.as_ref()?).ok()?;
+    let mut obj: Value = serde_json::from_str(req.object.as_ref()?.get()).ok()?;
+    if !obj.is_object() {
+        return None;
+    }
     obj["kind"] = json!(req.kind.kind);
     if obj.pointer("/metadata/namespace").is_none()
         && let Some(ns) = &req.namespace
+        && obj.get("metadata").is_some_and(Value::is_object)
     {
         obj["metadata"]["namespace"] = json!(ns);
     }
@@ -208,18 +240,17 @@ fn record_of(req: &AdmissionRequest<DynamicObject>, settings: &Settings) -> Opti
 }
 
 /// Lifts the facts the policy needs out of an admission request.
-pub fn facts(
-    req: &AdmissionRequest<DynamicObject>,
-    settings: &Settings,
-) -> Result<policy::Request, ReviewError> {
+pub fn facts(req: &Request, settings: &Settings) -> Result<policy::Request, ReviewError> {
     // Subresources (scale, status, ephemeralcontainers) never change a chart's images.
     let kind = if req.sub_resource.as_deref().unwrap_or("").is_empty() {
         WorkloadKind::from_group_kind(&req.kind.group, &req.kind.kind)
     } else {
         None
     };
-    let object = req.object.as_ref();
-    let meta = object.map(|o| &o.metadata);
+    let object = read(req.object.as_deref(), kind, "new")?;
+    let old = read(req.old_object.as_deref(), kind, "old")?;
+    let meta = object.as_ref().map(|o| &o.meta);
+    let old_meta = old.as_ref().map(|o| &o.meta);
     let annotations: Option<&BTreeMap<String, String>> = meta.and_then(|m| m.annotations.as_ref());
     let annotation = |k: &str| annotations.and_then(|a| a.get(k)).cloned();
     let namespace = req
@@ -249,28 +280,13 @@ pub fn facts(
                 .collect()
         })
         .unwrap_or_default();
-    let (containers, old_containers) = match (kind, object) {
-        (Some(k), Some(o)) => (
-            containers_of(o, k, "new")?,
-            req.old_object
-                .as_ref()
-                .map(|old| containers_of(old, k, "old"))
-                .transpose()?,
-        ),
-        _ => (Vec::new(), None),
-    };
-    let field_manager = req
-        .options
-        .as_ref()
-        .and_then(|o| o.0.get("fieldManager"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let field_manager = req.options.as_ref().and_then(|o| o.field_manager.clone());
     Ok(policy::Request {
         operation: match req.operation {
-            KubeOperation::Create => Operation::Create,
-            KubeOperation::Update => Operation::Update,
-            KubeOperation::Delete => Operation::Delete,
-            KubeOperation::Connect => Operation::Connect,
+            wire::Operation::Create => Operation::Create,
+            wire::Operation::Update => Operation::Update,
+            wire::Operation::Delete => Operation::Delete,
+            wire::Operation::Connect => Operation::Connect,
         },
         kind,
         namespace,
@@ -279,8 +295,8 @@ pub fn facts(
             user: req.user_info.username.clone().unwrap_or_default(),
             groups: req.user_info.groups.clone().unwrap_or_default(),
             field_manager,
-            new_managed: managed(object),
-            old_managed: managed(req.old_object.as_ref()),
+            new_managed: managed(meta),
+            old_managed: managed(old_meta),
         },
         release_annotation,
         allow_drift: annotation(ALLOW_DRIFT),
@@ -291,18 +307,18 @@ pub fn facts(
             .and_then(|m| m.labels.as_ref())
             .and_then(|l| l.get("pod-template-hash"))
             .cloned(),
-        containers,
-        old_containers,
-        old_image_owners: kind
-            .map(|k| image_owners(req.old_object.as_ref(), k))
-            .unwrap_or_default(),
-        old_drift_mark: req
-            .old_object
-            .as_ref()
-            .and_then(|o| o.metadata.annotations.as_ref())
+        old_image_owners: kind.map(|k| image_owners(old_meta, k)).unwrap_or_default(),
+        old_drift_mark: old_meta
+            .and_then(|m| m.annotations.as_ref())
             .and_then(|a| a.get(DRIFT_MARK))
             .cloned(),
         record: record_of(req, settings),
+        containers: object.map(|o| o.containers).unwrap_or_default(),
+        old_containers: if kind.is_some() {
+            old.map(|o| o.containers)
+        } else {
+            None
+        },
     })
 }
 
@@ -369,7 +385,7 @@ pub fn salvage_uid(body: &[u8]) -> String {
 /// Reviews a parsed request.
 pub fn review_request(
     webhook: Webhook,
-    req: &AdmissionRequest<DynamicObject>,
+    req: &Request,
     releases: &impl Releases,
     settings: &Settings,
     now: &str,
