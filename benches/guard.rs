@@ -14,7 +14,7 @@
 //! * `admission/parse_and_decide/*`: `admission::review_body` on the raw body plus the
 //!   response serialisation: the whole request path minus HTTP and TLS.
 //! * `parts/*`: image reference parsing and the two halves of the admission path (JSON to
-//!   kube's `AdmissionRequest<DynamicObject>`, then facts), for where the time goes.
+//!   the typed request view with objects kept raw, then facts), for where the time goes.
 
 use std::hint::black_box;
 use std::sync::{LazyLock, RwLock};
