@@ -10,7 +10,7 @@
 use serde_json::json;
 
 use super::{
-    EventIntent, Operation, RecordFacts, Releases, Request, Settings, StaleValues, Verdict,
+    EventIntent, Mode, Operation, RecordFacts, Releases, Request, Settings, StaleValues, Verdict,
     Webhook, short,
 };
 use crate::helm::Status;
@@ -32,6 +32,7 @@ pub(super) fn decide(
         return v;
     };
     if webhook == Webhook::Mutate
+        || settings.mode == Mode::Off
         || settings.stale_values == StaleValues::Off
         || !matches!(req.operation, Operation::Create | Operation::Update)
         || !matches!(rev.status, Status::PendingUpgrade | Status::PendingRollback)
