@@ -19,15 +19,19 @@ use oci_spec::distribution::Reference;
 pub struct Image {
     raw: Box<str>,
     canonical: Box<str>,
+    /// `registry/repository:tag` when the reference has a tag (digest or not).
+    tagged: Option<Box<str>>,
 }
 
 impl Image {
     /// Parses and normalises `raw`. Never fails: an unparsable reference compares verbatim.
     pub fn new(raw: &str) -> Self {
         let raw = raw.trim();
+        let (canonical, tagged) = forms(raw);
         Self {
             raw: raw.into(),
-            canonical: canonical(raw).into_boxed_str(),
+            canonical: canonical.into_boxed_str(),
+            tagged: tagged.map(String::into_boxed_str),
         }
     }
 
@@ -41,9 +45,15 @@ impl Image {
         &self.canonical
     }
 
-    /// Whether two references resolve to the same image.
+    /// Whether two references resolve to the same image. A digest decides between two
+    /// digests; when only one side pins a digest (a digest-resolving mutator such as
+    /// Kyverno's `mutateDigest` added it), equal tags are the same image.
     pub fn same_as(&self, other: &Image) -> bool {
-        self.canonical == other.canonical
+        if self.canonical == other.canonical {
+            return true;
+        }
+        let digests = (self.canonical.contains('@'), other.canonical.contains('@'));
+        digests.0 != digests.1 && self.tagged.is_some() && self.tagged == other.tagged
     }
 }
 
@@ -87,22 +97,29 @@ pub fn delta(base: &str, other: &str) -> String {
 
 /// Whether two reference strings resolve to the same image.
 pub fn same(a: &str, b: &str) -> bool {
-    a == b || canonical(a.trim()) == canonical(b.trim())
+    a == b || Image::new(a).same_as(&Image::new(b))
 }
 
-fn canonical(raw: &str) -> String {
+/// The canonical form (digest if any, else tag) and the tagged form (if tagged).
+fn forms(raw: &str) -> (String, Option<String>) {
     // Reference parsing lowercases nothing and rejects upper-case repositories, as runtimes do.
     match raw.parse::<Reference>() {
-        Ok(r) => match r.digest() {
-            Some(digest) => format!("{}/{}@{}", r.registry(), r.repository(), digest),
-            None => format!(
-                "{}/{}:{}",
-                r.registry(),
-                r.repository(),
-                r.tag().unwrap_or("latest")
-            ),
-        },
-        Err(_) => raw.to_owned(),
+        Ok(r) => {
+            let tagged = r
+                .tag()
+                .map(|t| format!("{}/{}:{}", r.registry(), r.repository(), t));
+            let canonical = match r.digest() {
+                Some(digest) => format!("{}/{}@{}", r.registry(), r.repository(), digest),
+                None => format!(
+                    "{}/{}:{}",
+                    r.registry(),
+                    r.repository(),
+                    r.tag().unwrap_or("latest")
+                ),
+            };
+            (canonical, tagged)
+        }
+        Err(_) => (raw.to_owned(), None),
     }
 }
 
@@ -149,8 +166,11 @@ mod tests {
         let with_tag = format!("postgres:15@{D}");
         let bare = format!("docker.io/library/postgres@{D}");
         assert!(same(&with_tag, &bare));
-        // The tag is ignored when a digest is present, even a different tag.
+        // The tag is ignored when both sides pin a digest, even a different tag.
         assert!(same(&format!("postgres:11@{D}"), &bare));
+        // A digest added to the chart's tag (a digest-resolving mutator) is still that tag.
+        assert!(same(&with_tag, "postgres:15"));
+        assert!(!same(&with_tag, "postgres:11"));
         // A digest does not equal a tag: nothing says they resolve to the same bytes.
         assert!(!same(&bare, "postgres:15"));
     }

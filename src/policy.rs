@@ -38,6 +38,8 @@ pub const RELEASE_NAMESPACE: &str = "meta.helm.sh/release-namespace";
 
 /// Longest warning the API server passes on untruncated.
 pub const WARNING_MAX: usize = 256;
+/// Most warnings one response carries (the API server keeps 4 KiB of them in total).
+const MAX_WARNINGS: usize = 12;
 
 /// How a namespace is guarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -150,6 +152,9 @@ pub struct Request {
     pub release_annotation: Option<ReleaseKey>,
     /// The break-glass reason, if the new object carries the annotation.
     pub allow_drift: Option<String>,
+    /// The break-glass annotation of the old object: a reason counts only when set (or
+    /// changed) in this very edit, so one break-glass does not open the object for good.
+    pub old_allow_drift: Option<String>,
     /// The drift mark on the new object, if any.
     pub drift_mark: Option<String>,
     /// Whether the new object has an annotations map at all (for JSON patch paths).
@@ -258,7 +263,8 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn allow(actor: &'static str) -> Self {
+    /// An allowing verdict with nothing to say.
+    pub fn allow(actor: &'static str) -> Self {
         Self {
             allowed: true,
             message: None,
@@ -390,6 +396,7 @@ pub fn decide(
     let reason = req
         .allow_drift
         .as_deref()
+        .filter(|r| req.old_allow_drift.as_deref() != Some(*r))
         .map(str::trim)
         .filter(|r| !r.is_empty());
     let mut v = Verdict::allow(actor_label);
@@ -485,9 +492,18 @@ pub fn decide(
         }
     }
     if webhook == Webhook::Mutate {
-        // kubectl prints each warning once per webhook; the validating webhook speaks.
+        // kubectl prints each warning once per webhook, and the audit log would carry each
+        // annotation twice: the validating webhook speaks, the mutating one only marks.
         v.warnings.clear();
         v.events.clear();
+        v.audit_annotations.clear();
+    } else if v.warnings.len() > MAX_WARNINGS {
+        // The API server ignores warnings past 4 KiB in total.
+        let more = v.warnings.len() - MAX_WARNINGS;
+        v.warnings.truncate(MAX_WARNINGS);
+        v.warnings.push(format!(
+            "helm-guard: … and {more} more; see the audit annotation"
+        ));
     }
     v
 }
@@ -593,6 +609,20 @@ fn resolve(key: &WorkloadKey, req: &Request, releases: &impl Releases) -> Option
             reference: k.clone(),
         })
     };
+    // The object's own Helm annotations win when that release renders it: a record written
+    // in another namespace cannot take the object over by rendering the same name.
+    if let Some(named) = &req.release_annotation
+        && let Some(view) = releases.release(named)
+        && [view.deployed, view.pending]
+            .iter()
+            .flatten()
+            .any(|r| r.workload(key).is_some())
+    {
+        return Some(Resolved {
+            release: named.clone(),
+            reference: key.clone(),
+        });
+    }
     if let Some(r) = direct(key) {
         return Some(r);
     }

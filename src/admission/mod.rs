@@ -308,6 +308,10 @@ pub fn facts(req: &Request, settings: &Settings) -> Result<policy::Request, Revi
             .and_then(|l| l.get("pod-template-hash"))
             .cloned(),
         old_image_owners: kind.map(|k| image_owners(old_meta, k)).unwrap_or_default(),
+        old_allow_drift: old_meta
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(ALLOW_DRIFT))
+            .cloned(),
         old_drift_mark: old_meta
             .and_then(|m| m.annotations.as_ref())
             .and_then(|a| a.get(DRIFT_MARK))
@@ -398,6 +402,19 @@ pub fn review_request(
                 review: response(&meta.uid, &verdict),
                 meta,
                 verdict: Some(verdict),
+            }
+        }
+        // An object the API server accepted but whose spec we cannot read is not the client's
+        // fault: never deny for it (that would bypass failurePolicy: Ignore); say so instead.
+        Err(e @ (ReviewError::Spec { .. } | ReviewError::Object { .. })) => {
+            let mut verdict = Verdict::allow("none");
+            verdict
+                .warnings
+                .push(policy::short(&format!("helm-guard: not checked: {e}")));
+            Reviewed {
+                review: response(&meta.uid, &verdict),
+                meta,
+                verdict: None,
             }
         }
         Err(e) => Reviewed {

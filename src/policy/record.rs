@@ -69,6 +69,7 @@ pub(super) fn decide(
     }
     let summary: Vec<_> = pins
         .iter()
+        .take(MAX_PINS)
         .map(|p| {
             json!({"path": p.path, "pinned": p.pinned, "since": p.since_revision,
                    "chartDefault": p.chart_default, "reuseValues": p.reuse_values})

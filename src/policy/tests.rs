@@ -139,6 +139,7 @@ fn update(new: &str) -> Request {
             ("migrate", CHART_INIT),
         ])),
         old_image_owners: vec![],
+        old_allow_drift: None,
         old_drift_mark: None,
         record: None,
     }
@@ -168,7 +169,7 @@ fn manual_image_drift_by_mode() {
         (Mode::Enforce, Webhook::Validate, false, false, false, false),
         (Mode::Enforce, Webhook::Mutate, true, false, false, false),
         (Mode::Audit, Webhook::Validate, true, true, false, true),
-        (Mode::Audit, Webhook::Mutate, true, false, true, true),
+        (Mode::Audit, Webhook::Mutate, true, false, true, false),
         (Mode::Off, Webhook::Validate, true, false, false, false),
         (Mode::Off, Webhook::Mutate, true, false, false, false),
     ];
@@ -296,6 +297,10 @@ fn break_glass_allows_and_records_in_every_mode() {
         let value = m.patch[0]["value"].as_str().expect("mark value");
         assert!(value.contains("INC-4711"), "{value}");
     }
+    // A break-glass left on the object by an earlier edit does not open it for good.
+    let mut later = req.clone();
+    later.old_allow_drift = later.allow_drift.clone();
+    assert!(!decide_in(Mode::Enforce, Webhook::Validate, &later, &idx).allowed);
     // An empty reason is no break-glass.
     req.allow_drift = Some("  ".into());
     assert!(!decide_in(Mode::Enforce, Webhook::Validate, &req, &idx).allowed);
