@@ -39,20 +39,7 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
 }
 
 fn history() -> History {
-    let values = |tag: &str| json!({"image": {"tag": tag}, "auth": {"postgresPassword": CANARY}});
-    let mut h = History::install(
-        "db",
-        "db",
-        &postgres_chart("12.0.0", "11.22.0"),
-        values("11.22.0"),
-    );
-    h.begin_upgrade(
-        &postgres_chart("14.0.0", "15.4.0"),
-        values("15.4.0"),
-        UpgradeValues::Default,
-    );
-    h.complete();
-    h
+    helm_guard::helm::build::postgres_history(CANARY)
 }
 
 /// Writes the release as `kubectl get -o json` (a List of Secrets) and, for revision 2, as a

@@ -16,8 +16,7 @@ use serde_json::{Value, json};
 use helm_guard::client::WebhookClient;
 use helm_guard::fixtures::{Edit, record_review};
 use helm_guard::helm::Limits;
-use helm_guard::helm::build::{History, postgres_chart};
-use helm_guard::helm::coalesce::UpgradeValues;
+use helm_guard::helm::build::History;
 use helm_guard::policy::{Mode, Settings};
 use helm_guard::server::{self, AppState, Running};
 use helm_guard::store::{Index, SharedIndex, index_record};
@@ -31,20 +30,7 @@ const EXPORTER: &str = "docker.io/bitnami/postgres-exporter:0.15.0";
 
 /// Release db/db: rev 1 (11, superseded) and rev 2 (15, deployed), password in the values.
 fn history() -> History {
-    let values = |tag: &str| json!({"image": {"tag": tag}, "auth": {"postgresPassword": CANARY}});
-    let mut h = History::install(
-        "db",
-        "db",
-        &postgres_chart("12.0.0", "11.22.0"),
-        values("11.22.0"),
-    );
-    h.begin_upgrade(
-        &postgres_chart("14.0.0", "15.4.0"),
-        values("15.4.0"),
-        UpgradeValues::Default,
-    );
-    h.complete();
-    h
+    helm_guard::helm::build::postgres_history(CANARY)
 }
 
 fn index_of(h: &History) -> SharedIndex {

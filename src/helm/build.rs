@@ -287,6 +287,26 @@ impl History {
     }
 }
 
+/// Release `db/db` of [`postgres_chart`]: revision 1 (`--set image.tag=11.22.0`,
+/// superseded) and revision 2 (`--set image.tag=15.4.0`, deployed), with `password` in the
+/// values — the fixture the integration tests judge edits against.
+pub fn postgres_history(password: &str) -> History {
+    let values = |tag: &str| json!({"image": {"tag": tag}, "auth": {"postgresPassword": password}});
+    let mut h = History::install(
+        "db",
+        "db",
+        &postgres_chart("12.0.0", "11.22.0"),
+        values("11.22.0"),
+    );
+    h.begin_upgrade(
+        &postgres_chart("14.0.0", "15.4.0"),
+        values("15.4.0"),
+        UpgradeValues::Default,
+    );
+    h.complete();
+    h
+}
+
 /// The bundled PostgreSQL-like chart of the demo and the tests. Its values hold a password,
 /// which its manifest renders into a Secret: exactly what must never leak.
 pub fn postgres_chart(version: &str, default_tag: &str) -> Chart {
