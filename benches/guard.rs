@@ -4,7 +4,7 @@
 //! manifest ≤ 10 ms and with a ~1 MiB manifest ≤ 50 ms; one decision ≤ 20 µs excluding JSON
 //! parsing.
 //!
-//! * `decode_index/{100KiB,1MiB}`: `store::index_record` on a Helm Secret, end to end (API
+//! * `decode_index/{100KiB,1MiB}`: `helm::record::index_record` on a Helm Secret, end to end (API
 //!   base64 → Helm base64 → gunzip → JSON → manifest split → workload parse → index).
 //! * `decode_parts/1MiB/*`: the same record in parts — `helm::decode` alone (base64, gunzip,
 //!   JSON), `helm::index_manifest` alone, and `RevisionIndex::from_decoded` (manifest index
@@ -23,10 +23,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use helm_guard::admission;
-use helm_guard::helm::{self, Limits, RecordKind, RecordSource};
+use helm_guard::admission::{self, Outcome};
+use helm_guard::helm::record::index_record;
+use helm_guard::helm::{self, DecodeLimits, RecordKind, RecordSource};
 use helm_guard::policy::{self, Mode, Settings, Webhook};
-use helm_guard::store::{Index, index_record};
+use helm_guard::store::Index;
 
 mod support;
 
@@ -57,7 +58,7 @@ fn decode_index(c: &mut Criterion) {
         let record = support::big_release(target);
         let sizes = support::record_sizes(&record);
         let secret = record.secret();
-        let rev = index_record(&secret, Limits::default())
+        let rev = index_record(&secret, DecodeLimits::default())
             .expect("a release record")
             .expect("the record decodes");
         assert_eq!(rev.unparsable_documents, 0, "every fixture document parses");
@@ -76,7 +77,7 @@ fn decode_index(c: &mut Criterion) {
         );
         g.throughput(Throughput::Bytes(sizes.manifest as u64));
         g.bench_function(label, |b| {
-            b.iter(|| index_record(black_box(&secret), Limits::default()))
+            b.iter(|| index_record(black_box(&secret), DecodeLimits::default()))
         });
     }
     g.finish();
@@ -103,13 +104,13 @@ fn decode_parts(c: &mut Criterion) {
     g.sample_size(30);
     g.measurement_time(Duration::from_secs(6));
     g.bench_function("base64_gunzip_json", |b| {
-        b.iter(|| helm::decode(black_box(source), Limits::default()))
+        b.iter(|| helm::decode(black_box(source), DecodeLimits::default()))
     });
     g.bench_function("index_manifest", |b| {
         b.iter(|| helm::index_manifest(black_box(&record.manifest), "prod"))
     });
     // Manifest index plus everything else `from_decoded` keeps (the values summary).
-    let decoded = helm::decode(source, Limits::default()).expect("decodes");
+    let decoded = helm::decode(source, DecodeLimits::default()).expect("decodes");
     g.bench_function("from_decoded", |b| {
         b.iter(|| helm::RevisionIndex::from_decoded(black_box(&decoded)))
     });
@@ -117,7 +118,7 @@ fn decode_parts(c: &mut Criterion) {
 }
 
 /// The policy facts of a realistic review of an edit of release `i`.
-fn facts(i: usize, change: Change, settings: &Settings) -> policy::Request {
+fn facts(i: usize, change: Change, settings: &Settings) -> policy::Facts {
     let (_, fleet) = &*FLEET;
     let edit = support::edit_for(fleet, i, change);
     let body =
@@ -194,14 +195,16 @@ fn admission_path(c: &mut Criterion) {
         let body = serde_json::to_vec(&review).expect("serialises");
         let settings = Settings::new(mode);
         let r = admission::review_body(webhook, &body, index, &settings, NOW);
-        let v = r.verdict.as_ref().expect("reviewed");
+        let Outcome::Judged(v) = &r.outcome else {
+            panic!("not judged: {:?}", r.outcome)
+        };
         assert_eq!(v.allowed, webhook == Webhook::Mutate, "{v:?}");
         eprintln!("admission {label}: request body {} B", body.len());
         g.throughput(Throughput::Bytes(body.len() as u64));
         g.bench_function(label, |b| {
             b.iter(|| {
                 let r = admission::review_body(webhook, black_box(&body), index, &settings, NOW);
-                serde_json::to_vec(&r.review).expect("serialises")
+                r.to_json()
             })
         });
     }

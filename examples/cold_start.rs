@@ -24,7 +24,7 @@ use serde_json::json;
 
 use helm_guard::helm::build::{History, postgres_chart};
 use helm_guard::helm::coalesce::UpgradeValues;
-use helm_guard::helm::{Limits, RecordKind};
+use helm_guard::helm::{DecodeLimits, RecordKind};
 use helm_guard::metrics::Metrics;
 use helm_guard::store::{Index, SharedIndex};
 use helm_guard::watch::{self, Feed};
@@ -66,7 +66,7 @@ fn feed() -> (SharedIndex, Arc<Feed>, Arc<AtomicBool>) {
     let ready = Arc::new(AtomicBool::new(false));
     let feed = Feed::new(
         index.clone(),
-        Limits::default(),
+        DecodeLimits::default(),
         Metrics::unregistered().store,
         ready.clone(),
     );

@@ -391,7 +391,7 @@ fn main() -> anyhow::Result<()> {
     let state = AppState::new(
         index,
         Settings::new(Mode::Enforce),
-        server::Limits::default(),
+        server::ServeLimits::default(),
         Arc::new(AtomicBool::new(true)),
     );
     // Server and client get a runtime each (two workers, like the machine's cores), so

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::actor::ActorSettings;
-use crate::helm::Limits;
+use crate::helm::DecodeLimits;
 use crate::policy::{MissingRelease, Mode, Settings, StaleValues, Webhook};
 use crate::review::{self, ReviewOptions};
 use crate::server::{self, AppState};
@@ -165,8 +165,8 @@ impl PolicyArgs {
         }
     }
 
-    fn limits(&self) -> Limits {
-        Limits {
+    fn limits(&self) -> DecodeLimits {
+        DecodeLimits {
             max_decompressed: self.max_release_bytes,
         }
     }
@@ -337,7 +337,7 @@ pub fn run(args: Args) -> ExitCode {
                 release: a.release.clone(),
                 namespace: a.namespace.clone(),
                 json: matches!(a.output, OutputArg::Json),
-                limits: Limits {
+                limits: DecodeLimits {
                     max_decompressed: a.max_release_bytes,
                 },
             };
@@ -472,7 +472,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::with_extras(
         index,
         a.policy.settings(a.default_mode.into()),
-        server::Limits {
+        server::ServeLimits {
             max_body_bytes: a.max_body_bytes,
             deadline: Duration::from_millis(a.deadline_ms),
         },

@@ -21,12 +21,13 @@ use serde_json::{Value, json};
 
 use crate::client::WebhookClient;
 use crate::fixtures::Edit;
-use crate::helm::Limits;
+use crate::helm::DecodeLimits;
 use crate::helm::build::{History, postgres_chart};
 use crate::helm::coalesce::UpgradeValues;
+use crate::helm::record::index_record;
 use crate::policy::{Mode, Settings};
 use crate::server::{self, AppState};
-use crate::store::{Index, SharedIndex, index_record};
+use crate::store::{Index, SharedIndex};
 use crate::tls;
 use crate::workload::WorkloadKind;
 
@@ -141,7 +142,7 @@ impl<W: Write> Story<'_, W> {
 fn apply(index: &SharedIndex, h: &History) -> Result<(), DemoError> {
     let mut guard = index.write().unwrap_or_else(|e| e.into_inner());
     for r in &h.revisions {
-        match index_record(&r.secret(), Limits::default()) {
+        match index_record(&r.secret(), DecodeLimits::default()) {
             Some(Ok(rev)) => guard.apply(rev),
             Some(Err(e)) => return Err(DemoError::Decode(e.to_string())),
             None => return Err(DemoError::Decode("not a release record".into())),
@@ -169,7 +170,7 @@ pub async fn run(out: &mut impl Write) -> Result<usize, DemoError> {
     let state = AppState::new(
         index.clone(),
         Settings::new(Mode::Audit),
-        server::Limits::default(),
+        server::ServeLimits::default(),
         Arc::new(AtomicBool::new(true)),
     );
     let config = RustlsConfig::from_config(Arc::new(tls::server_config(

@@ -18,7 +18,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -132,24 +131,11 @@ impl EventQueue {
         }
         queued
     }
-
-    /// [`EventQueue::emit`] for the object of an AdmissionReview body: the reference
-    /// (with the uid, so `kubectl describe` finds the Events) is read from the body only
-    /// when there is something to send.
-    pub fn emit_for_review(&self, body: &[u8], intents: &[EventIntent], dry_run: bool) -> usize {
-        if dry_run || intents.is_empty() {
-            return 0;
-        }
-        match review_object_ref(body) {
-            Some(object) => self.emit(&object, intents, dry_run),
-            None => 0,
-        }
-    }
 }
 
 /// The API's limit on `note` is 1 kB; ours are far shorter, this is a guard.
 fn clip_note(note: &str) -> String {
-    crate::policy::clip(note, 1000).to_owned()
+    crate::text::clip(note, 1000).to_owned()
 }
 
 fn api_version(kind: &str) -> &'static str {
@@ -177,65 +163,23 @@ pub fn object_ref(kind: &str, namespace: &str, name: &str, uid: Option<String>) 
     }
 }
 
-/// The reference of the object an AdmissionReview is about: kind, namespace, name, and the
-/// uid of the stored object (UPDATE) if any.
-pub fn review_object_ref(body: &[u8]) -> Option<ObjectReference> {
-    #[derive(Deserialize)]
-    struct Review {
-        request: Option<Request>,
-    }
-    #[derive(Deserialize)]
-    struct Request {
-        kind: Option<Gvk>,
-        namespace: Option<String>,
-        name: Option<String>,
-        object: Option<Object>,
-        #[serde(rename = "oldObject")]
-        old_object: Option<Object>,
-    }
-    #[derive(Deserialize)]
-    struct Gvk {
-        #[serde(default)]
-        group: String,
-        #[serde(default)]
-        version: String,
-        #[serde(default)]
-        kind: String,
-    }
-    #[derive(Deserialize)]
-    struct Object {
-        metadata: Option<Meta>,
-    }
-    #[derive(Deserialize)]
-    struct Meta {
-        name: Option<String>,
-        uid: Option<String>,
-    }
-    let req = serde_json::from_slice::<Review>(body).ok()?.request?;
-    let gvk = req.kind?;
-    fn meta(o: &Option<Object>) -> Option<&Meta> {
-        o.as_ref().and_then(|o| o.metadata.as_ref())
-    }
-    let name = req
-        .name
-        .filter(|n| !n.is_empty())
-        .or_else(|| meta(&req.object).and_then(|m| m.name.clone()))?;
-    let uid = meta(&req.old_object)
-        .and_then(|m| m.uid.clone())
-        .or_else(|| meta(&req.object).and_then(|m| m.uid.clone()));
-    let api_version = if gvk.group.is_empty() {
-        gvk.version
-    } else {
-        format!("{}/{}", gvk.group, gvk.version)
-    };
-    Some(ObjectReference {
-        api_version: Some(api_version),
-        kind: Some(gvk.kind),
-        namespace: req.namespace,
-        name: Some(name),
+/// The reference of the object an admission request is about: its `group/version`, kind,
+/// namespace, name, and the uid of the stored object (UPDATE) if known.
+pub fn request_ref(
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    uid: Option<String>,
+) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.to_owned()),
+        kind: Some(kind.to_owned()),
+        namespace: Some(namespace.to_owned()).filter(|n| !n.is_empty()),
+        name: Some(name.to_owned()),
         uid,
         ..ObjectReference::default()
-    })
+    }
 }
 
 /// The reporter of helm-guard's Events: controller `helm-guard`, instance the pod name
@@ -255,7 +199,6 @@ pub fn reporter(pod_name: Option<&str>) -> Reporter {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
-    use serde_json::json;
 
     fn intent(reason: &'static str) -> EventIntent {
         EventIntent {
@@ -282,15 +225,14 @@ mod tests {
     }
 
     #[test]
-    fn reference_from_a_review() {
-        let body = json!({"request": {"uid": "u", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-            "namespace": "web", "name": "api", "operation": "UPDATE",
-            "object": {"metadata": {"name": "api", "uid": "1234"}},
-            "oldObject": {"metadata": {"name": "api", "uid": "1234"}}}})
-        .to_string();
-        let r = review_object_ref(body.as_bytes()).expect("reference");
+    fn reference_of_a_request() {
+        let r = request_ref("apps/v1", "Deployment", "web", "api", Some("1234".into()));
         assert_eq!(r.api_version.as_deref(), Some("apps/v1"));
         assert_eq!(r.uid.as_deref(), Some("1234"));
         assert_eq!(r.name.as_deref(), Some("api"));
+        assert_eq!(
+            request_ref("v1", "Namespace", "", "x", None).namespace,
+            None
+        );
     }
 }

@@ -63,8 +63,8 @@ impl fmt::Display for Image {
     }
 }
 
-/// A reference shortened for one-line messages: Docker Hub's implicit prefixes dropped.
-pub fn short(raw: &str) -> &str {
+/// A reference as briefly as it identifies the image: Docker Hub's implicit prefixes dropped.
+pub fn brief(raw: &str) -> &str {
     raw.strip_prefix("docker.io/library/")
         .or_else(|| raw.strip_prefix("docker.io/"))
         .unwrap_or(raw)
@@ -91,7 +91,7 @@ pub fn delta(base: &str, other: &str) -> String {
                 (None, None) => ":latest".to_owned(),
             }
         }
-        _ => short(other).to_owned(),
+        _ => brief(other).to_owned(),
     }
 }
 
@@ -177,9 +177,9 @@ mod tests {
 
     #[test]
     fn short_forms_for_messages() {
-        assert_eq!(short("docker.io/library/nginx:1"), "nginx:1");
-        assert_eq!(short("docker.io/bitnami/pg:1"), "bitnami/pg:1");
-        assert_eq!(short("quay.io/x/y:1"), "quay.io/x/y:1");
+        assert_eq!(brief("docker.io/library/nginx:1"), "nginx:1");
+        assert_eq!(brief("docker.io/bitnami/pg:1"), "bitnami/pg:1");
+        assert_eq!(brief("quay.io/x/y:1"), "quay.io/x/y:1");
         assert_eq!(delta("nginx:1.26", "docker.io/library/nginx:1.27"), ":1.27");
         assert_eq!(
             delta("nginx:1.26", format!("nginx@{D}").as_str()),

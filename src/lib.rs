@@ -47,6 +47,7 @@ pub mod reload;
 pub mod review;
 pub mod server;
 pub mod store;
+pub mod text;
 pub mod tls;
 pub mod values;
 pub mod watch;

@@ -27,15 +27,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::ListParams;
 use kube::core::DeserializeGuard;
 use kube::{Api, Client};
-use serde::Deserialize;
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::helm::{RecordKind, ReleaseKey};
 use crate::metrics::LookupMetrics;
-use crate::policy::{RELEASE_NAME, RELEASE_NAMESPACE, Releases};
+use crate::policy::{Facts, Operation, RecordFacts, Releases};
 use crate::watch::{Feed, Record, ReleaseObject, decode_object};
-use crate::workload::WorkloadKind;
 
 /// Bounds and cache lifetimes of the fallback.
 #[derive(Clone, Debug)]
@@ -275,7 +273,7 @@ async fn list<K: ReleaseObject>(
     client: &Client,
     namespace: &str,
     selector: &str,
-    limits: crate::helm::Limits,
+    limits: crate::helm::DecodeLimits,
 ) -> Result<Vec<Record>, String> {
     let api: Api<DeserializeGuard<K>> = Api::namespaced(client.clone(), namespace);
     let list = api
@@ -313,84 +311,43 @@ fn is_namespace_name(ns: &str) -> bool {
     !ns.is_empty() && ns.len() <= 63 && !ns.contains('.') && is_release_name(ns)
 }
 
-/// What a request body says about the release it concerns, read without a full parse: the
-/// pre-step of the request handler, before the (pure) decision.
+/// What a request's facts say about the release it concerns: the pre-step of the request
+/// handler, before the (pure) decision.
 ///
 /// - a workload CREATE/UPDATE annotated `meta.helm.sh/release-name` → that release
 ///   ([`Want::Pending`] if its field manager is one of `helm_managers`);
-/// - a release record (labels `owner=helm`, `name`) being written → its release's history.
-pub fn hint(body: &[u8], helm_managers: &[String]) -> Option<(ReleaseKey, Want)> {
-    #[derive(Deserialize)]
-    struct Review {
-        request: Option<Request>,
-    }
-    #[derive(Deserialize)]
-    struct Request {
-        kind: Option<Gvk>,
-        namespace: Option<String>,
-        operation: Option<String>,
-        object: Option<Object>,
-        options: Option<Options>,
-    }
-    #[derive(Deserialize)]
-    struct Gvk {
-        #[serde(default)]
-        group: String,
-        #[serde(default)]
-        kind: String,
-    }
-    #[derive(Deserialize)]
-    struct Object {
-        metadata: Option<Meta>,
-    }
-    #[derive(Deserialize)]
-    struct Meta {
-        #[serde(default)]
-        annotations: HashMap<String, String>,
-        #[serde(default)]
-        labels: HashMap<String, String>,
-    }
-    #[derive(Deserialize)]
-    struct Options {
-        #[serde(rename = "fieldManager")]
-        field_manager: Option<String>,
-    }
-    let req = serde_json::from_slice::<Review>(body).ok()?.request?;
-    if !matches!(req.operation.as_deref(), Some("CREATE" | "UPDATE")) {
+/// - a release record being written → its release's history.
+pub fn hint(facts: &Facts, helm_managers: &[String]) -> Option<(ReleaseKey, Want)> {
+    if !matches!(facts.operation, Operation::Create | Operation::Update) {
         return None;
     }
-    let kind = req.kind?;
-    let meta = req.object?.metadata?;
-    let namespace = req.namespace.unwrap_or_default();
-    if kind.group.is_empty()
-        && (kind.kind == "Secret" || kind.kind == "ConfigMap")
-        && meta.labels.get("owner").map(String::as_str) == Some("helm")
-    {
-        let name = meta.labels.get("name")?;
-        return Some((ReleaseKey::new(&namespace, name), Want::Release));
+    if let Some(record) = &facts.record {
+        return match record {
+            RecordFacts::Decoded(rev) => Some((rev.release.clone(), Want::Release)),
+            RecordFacts::Undecodable(_) => None,
+        };
     }
-    WorkloadKind::from_group_kind(&kind.group, &kind.kind)?;
-    let name = meta.annotations.get(RELEASE_NAME)?;
-    let ns = meta
-        .annotations
-        .get(RELEASE_NAMESPACE)
-        .map_or(namespace.as_str(), String::as_str);
-    let claims_helm = req
-        .options
-        .and_then(|o| o.field_manager)
-        .is_some_and(|m| helm_managers.contains(&m));
+    facts.kind?;
+    let key = facts.release_annotation.clone()?;
+    let claims_helm = facts
+        .writer
+        .field_manager
+        .as_ref()
+        .is_some_and(|m| helm_managers.contains(m));
     let want = if claims_helm {
         Want::Pending
     } else {
         Want::Release
     };
-    Some((ReleaseKey::new(ns, name), want))
+    Some((key, want))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::admission;
+    use crate::policy::RELEASE_NAME;
+    use serde_json::{Value, json};
 
     #[test]
     fn release_names_are_checked_before_reaching_a_selector() {
@@ -404,43 +361,37 @@ mod tests {
 
     #[test]
     fn hints() {
+        use crate::fixtures::record_review;
+        use crate::policy::{Mode, Settings};
         let managers = vec!["helm".to_owned()];
-        let body = |kind: Value, fm: Option<&str>, meta: Value| {
-            json!({"request": {"uid": "u", "kind": kind, "namespace": "db", "operation": "UPDATE",
-                "object": {"metadata": meta}, "options": {"fieldManager": fm}}})
-            .to_string()
+        let facts = |body: Value| {
+            let bytes = serde_json::to_vec(&body).expect("json");
+            admission::prepare(&bytes, &Settings::new(Mode::Audit))
+                .facts()
+                .cloned()
         };
-        use serde_json::Value;
+        let body = |kind: Value, fm: Option<&str>, meta: Value| {
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {"uid": "u", "kind": kind, "namespace": "db", "operation": "UPDATE",
+                "object": {"metadata": meta}, "options": {"fieldManager": fm}}})
+        };
         let sts = json!({"group": "apps", "version": "v1", "kind": "StatefulSet"});
         let annotated = json!({"annotations": {RELEASE_NAME: "db"}});
+        let hint_of = |b: Value| facts(b).and_then(|f| hint(&f, &managers));
         assert_eq!(
-            hint(
-                body(sts.clone(), Some("kubectl-edit"), annotated.clone()).as_bytes(),
-                &managers
-            ),
+            hint_of(body(sts.clone(), Some("kubectl-edit"), annotated.clone())),
             Some((ReleaseKey::new("db", "db"), Want::Release))
         );
         assert_eq!(
-            hint(
-                body(sts.clone(), Some("helm"), annotated).as_bytes(),
-                &managers
-            ),
+            hint_of(body(sts.clone(), Some("helm"), annotated)),
             Some((ReleaseKey::new("db", "db"), Want::Pending))
         );
-        assert_eq!(hint(body(sts, None, json!({})).as_bytes(), &managers), None);
-        let secret = json!({"group": "", "version": "v1", "kind": "Secret"});
+        assert_eq!(hint_of(body(sts, None, json!({}))), None);
+        let history = crate::helm::build::postgres_history("CANARY");
+        let record = record_review("u", &history.last().secret(), "CREATE", "helm");
         assert_eq!(
-            hint(
-                body(
-                    secret,
-                    Some("helm"),
-                    json!({"labels": {"owner": "helm", "name": "db"}})
-                )
-                .as_bytes(),
-                &managers
-            ),
+            hint_of(record),
             Some((ReleaseKey::new("db", "db"), Want::Release))
         );
-        assert_eq!(hint(b"{not json", &managers), None);
     }
 }

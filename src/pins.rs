@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::helm::Limits;
+use crate::helm::DecodeLimits;
 use crate::policy::Releases;
 use crate::store::load_files;
 use crate::values::{self, ValuesSummary};
@@ -19,7 +19,7 @@ pub struct PinsOptions {
     pub release: Option<String>,
     pub namespace: Option<String>,
     pub json: bool,
-    pub limits: Limits,
+    pub limits: DecodeLimits,
 }
 
 /// One row of the report.

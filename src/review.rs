@@ -9,8 +9,8 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::admission::{self, rfc3339};
-use crate::helm::Limits;
+use crate::admission::{self, Outcome, rfc3339};
+use crate::helm::DecodeLimits;
 use crate::policy::{Settings, Webhook};
 use crate::store::load_files;
 
@@ -22,7 +22,7 @@ pub struct ReviewOptions {
     pub releases: Vec<PathBuf>,
     /// `None` or `-` reads stdin.
     pub input: Option<PathBuf>,
-    pub limits: Limits,
+    pub limits: DecodeLimits,
 }
 
 /// Largest AdmissionReview read from a file or stdin.
@@ -68,20 +68,17 @@ fn review(opts: &ReviewOptions, stdin: impl Read) -> Result<(Value, bool), Strin
         return Err(format!("{what}: larger than {MAX_INPUT} bytes"));
     }
     let value = crate::store::parse_document(&text).map_err(|e| format!("{what}: {e}"))?;
-    let req = admission::parse_value(value).map_err(|e| format!("{what}: {e}"))?;
-    let reviewed = admission::review_request(
+    let body = serde_json::to_vec(&value).map_err(|e| format!("{what}: {e}"))?;
+    let reviewed = admission::review_body(
         opts.webhook,
-        &req,
+        &body,
         &index,
         &opts.settings,
         &rfc3339(SystemTime::now()),
     );
-    let Some(verdict) = reviewed.verdict else {
-        let msg = reviewed.review["response"]["status"]["message"]
-            .as_str()
-            .unwrap_or("unreadable request")
-            .to_owned();
-        return Err(format!("{what}: {msg}"));
-    };
-    Ok((reviewed.review, verdict.allowed))
+    if let Outcome::Invalid(e) = &reviewed.outcome {
+        return Err(format!("{what}: {e}"));
+    }
+    let response = serde_json::from_slice(&reviewed.to_json()).map_err(|e| e.to_string())?;
+    Ok((response, reviewed.outcome.allowed()))
 }

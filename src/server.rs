@@ -10,8 +10,10 @@
 //! | internal deadline passed        | 503: the failure policy decides, before the API server's own timeout |
 //! | unknown mode in the path        | 404: a misconfigured webhook should be loud               |
 //!
-//! The decision itself runs on the blocking pool under the deadline, so a pathological body
-//! can neither stall the async workers nor outlive the webhook timeout.
+//! Each body is parsed once into a typed view ([`admission::prepare`]): small bodies on the async
+//! worker (tens of microseconds, less than a hand-off), large ones on the blocking pool under
+//! the deadline, so a pathological body can neither stall the async workers nor outlive the
+//! webhook timeout. The decision itself is pure and takes microseconds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,12 +29,12 @@ use axum::routing::{get, post};
 use axum_server::Handle;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use tracing::{Instrument, field, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 use prometheus_client::registry::Registry;
 
-use crate::admission::{self, rfc3339};
-use crate::events::EventQueue;
+use crate::admission::{self, NotChecked, Outcome, rfc3339};
+use crate::events::{self, EventQueue};
 use crate::lookup::{self, Fallback};
 use crate::metrics::{self, Metrics, Observation};
 use crate::policy::{Mode, Settings, Webhook};
@@ -92,16 +94,16 @@ pub enum ServerError {
     },
 }
 
-/// Limits and defaults of the webhook.
+/// Limits and defaults of the webhook server.
 #[derive(Clone, Debug)]
-pub struct Limits {
+pub struct ServeLimits {
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Answer (or give up) within this time; keep it below the webhook's `timeoutSeconds`.
     pub deadline: Duration,
 }
 
-impl Default for Limits {
+impl Default for ServeLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 16 << 20,
@@ -120,7 +122,9 @@ struct Inner {
     releases: SharedIndex,
     /// Settings with the default mode; the path may override the mode.
     settings: Settings,
-    limits: Limits,
+    /// The same settings for each mode (enforce, audit, off), built once.
+    by_mode: [Settings; 3],
+    limits: ServeLimits,
     ready: Arc<AtomicBool>,
     extras: Extras,
 }
@@ -129,7 +133,7 @@ impl AppState {
     pub fn new(
         releases: SharedIndex,
         settings: Settings,
-        limits: Limits,
+        limits: ServeLimits,
         ready: Arc<AtomicBool>,
     ) -> Self {
         Self::with_extras(releases, settings, limits, ready, Extras::default())
@@ -138,18 +142,32 @@ impl AppState {
     pub fn with_extras(
         releases: SharedIndex,
         settings: Settings,
-        limits: Limits,
+        limits: ServeLimits,
         ready: Arc<AtomicBool>,
         extras: Extras,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 releases,
+                by_mode: [Mode::Enforce, Mode::Audit, Mode::Off].map(|mode| Settings {
+                    mode,
+                    ..settings.clone()
+                }),
                 settings,
                 limits,
                 ready,
                 extras,
             }),
+        }
+    }
+}
+
+impl Inner {
+    fn settings(&self, mode: Mode) -> &Settings {
+        match mode {
+            Mode::Enforce => &self.by_mode[0],
+            Mode::Audit => &self.by_mode[1],
+            Mode::Off => &self.by_mode[2],
         }
     }
 }
@@ -226,107 +244,131 @@ async fn mutate_mode(State(s): State<AppState>, Path(mode): Path<String>, body: 
     }
 }
 
+/// Bodies up to this size are reviewed on the async worker: parsing them takes tens of
+/// microseconds, less than a hand-off to the blocking pool. Larger ones go to the pool, under
+/// the deadline, so they can neither stall a worker nor outlive the webhook timeout.
+const INLINE_MAX: usize = 64 << 10;
+
 async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Bytes) -> Response {
-    let span = info_span!(
-        "admission",
-        webhook = webhook.as_str(),
-        mode = mode.as_str(),
-        uid = field::Empty,
-        namespace = field::Empty,
-        kind = field::Empty,
-        name = field::Empty,
-        operation = field::Empty,
-        verdict = field::Empty,
-        actor = field::Empty,
-    );
     let started = Instant::now();
     let deadline = s.inner.limits.deadline;
     let deadline_at = tokio::time::Instant::now() + deadline;
-    async move {
-        // Fallback: only when the index lacks the release the request names (or the pending
-        // revision a Helm write needs); bounded by its own timeout and the request deadline.
-        if let Some(fallback) = &s.inner.extras.fallback
-            && let Some((key, want)) = lookup::hint(&body, &s.inner.settings.actors.helm_managers)
-        {
-            let _ = tokio::time::timeout_at(deadline_at, fallback.ensure(&key, want)).await;
-        }
-        let work = {
-            let s = s.clone();
-            let body = body.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut settings = s.inner.settings.clone();
-                settings.mode = mode;
-                let now = rfc3339(SystemTime::now());
-                admission::review_body(webhook, &body, &*s.inner.releases, &settings, &now)
-            })
-        };
-        let observe = |kind: &str, verdict: &'static str, actor: &'static str| {
-            s.inner.extras.metrics.admission.observe(
-                Observation {
-                    webhook: webhook.as_str(),
-                    mode: mode.as_str(),
-                    kind,
-                    verdict,
-                    actor,
-                },
-                started.elapsed(),
-            );
-        };
-        let reviewed = match tokio::time::timeout_at(deadline_at, work).await {
-            Ok(Ok(r)) => r,
+    let observe = |kind: &str, verdict: &'static str, actor: &'static str| {
+        s.inner.extras.metrics.admission.observe(
+            Observation {
+                webhook: webhook.as_str(),
+                mode: mode.as_str(),
+                kind,
+                verdict,
+                actor,
+            },
+            started.elapsed(),
+        );
+    };
+    let prepared = if body.len() <= INLINE_MAX {
+        Ok(admission::prepare(&body, s.inner.settings(mode)))
+    } else {
+        let state = s.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            admission::prepare(&body, state.inner.settings(mode))
+        });
+        match tokio::time::timeout_at(deadline_at, work).await {
+            Ok(Ok(p)) => Ok(p),
             Ok(Err(error)) => {
                 warn!(%error, "review task failed");
-                observe("", "error", "none");
-                return (StatusCode::INTERNAL_SERVER_ERROR, "review failed\n").into_response();
+                Err(StatusCode::INTERNAL_SERVER_ERROR)
             }
-            Err(_) => {
+            Err(_) => Err(StatusCode::SERVICE_UNAVAILABLE),
+        }
+    };
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(status) => {
+            if status == StatusCode::SERVICE_UNAVAILABLE {
                 warn!(
                     deadline_ms = deadline.as_millis() as u64,
                     "deadline passed; failure policy decides"
                 );
-                observe("", "error", "none");
-                return (StatusCode::SERVICE_UNAVAILABLE, "deadline passed\n").into_response();
             }
-        };
-        let span = tracing::Span::current();
-        let m = &reviewed.meta;
-        span.record("uid", m.uid.as_str());
-        span.record("namespace", m.namespace.as_str());
-        span.record("kind", m.kind.as_str());
-        span.record("name", m.name.as_str());
-        span.record("operation", m.operation);
-        match &reviewed.verdict {
-            Some(v) => {
-                span.record("verdict", v.outcome().label());
-                span.record("actor", v.actor);
-                info!(dry_run = m.dry_run, drifts = v.drifts.len(), "reviewed");
-                // Queued, never awaited; nothing for dry runs.
-                if let Some(events) = &s.inner.extras.events {
-                    events.emit_for_review(&body, &v.events, m.dry_run);
-                }
-                observe(&m.kind, v.outcome().label(), v.actor);
-                if v.stale_pins > 0 {
-                    s.inner
-                        .extras
-                        .metrics
-                        .stale_values
-                        .inc_by(v.stale_pins as u64);
-                }
+            observe("", "error", "none");
+            return (status, "review failed\n").into_response();
+        }
+    };
+    // Fallback: only when the index lacks the release the request names (or the pending
+    // revision a Helm write needs); bounded by its own timeout and the request deadline.
+    if let Some(fallback) = &s.inner.extras.fallback
+        && let Some((key, want)) = prepared
+            .facts()
+            .and_then(|f| lookup::hint(f, &s.inner.settings.actors.helm_managers))
+    {
+        let _ = tokio::time::timeout_at(deadline_at, fallback.ensure(&key, want)).await;
+    }
+    let now = rfc3339(SystemTime::now());
+    let reviewed = prepared.decide(webhook, &*s.inner.releases, s.inner.settings(mode), &now);
+    let m = &reviewed.meta;
+    let label = reviewed.outcome.label();
+    match &reviewed.outcome {
+        Outcome::Judged(v) => {
+            if !v.allowed || !v.warnings.is_empty() || !v.drifts.is_empty() || v.stale_pins > 0 {
+                info!(
+                    uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
+                    operation = m.operation, webhook = webhook.as_str(), mode = mode.as_str(),
+                    verdict = label, actor = v.actor, dry_run = m.dry_run,
+                    drifts = v.drifts.len(), stale_values = v.stale_pins, "reviewed"
+                );
+            } else {
+                debug!(
+                    uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
+                    operation = m.operation, webhook = webhook.as_str(), mode = mode.as_str(),
+                    verdict = label, actor = v.actor, "reviewed"
+                );
             }
-            None => {
-                span.record("verdict", "error");
-                let message = reviewed.review["response"]["status"]["message"]
-                    .as_str()
-                    .unwrap_or_default();
-                warn!(message, "unreadable admission request");
-                observe(&m.kind, "error", "none");
+            // Queued, never awaited; nothing for dry runs.
+            if let Some(events) = &s.inner.extras.events
+                && !v.events.is_empty()
+            {
+                let object = events::request_ref(
+                    &m.api_version,
+                    &m.kind,
+                    &m.namespace,
+                    &m.name,
+                    m.object_uid.clone(),
+                );
+                events.emit(&object, &v.events, m.dry_run);
+            }
+            observe(&m.kind, label, v.actor);
+            if v.stale_pins > 0 {
+                s.inner
+                    .extras
+                    .metrics
+                    .stale_values
+                    .inc_by(v.stale_pins as u64);
             }
         }
-        let body = serde_json::to_vec(&reviewed.review).unwrap_or_default();
-        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        Outcome::NotChecked(NotChecked::NotGuarded) => {
+            debug!(
+                uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
+                operation = m.operation, verdict = label, "not checked: not guarded"
+            );
+            observe(&m.kind, label, "none");
+        }
+        Outcome::NotChecked(NotChecked::Unreadable(error)) => {
+            warn!(
+                uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
+                operation = m.operation, verdict = label, %error, "not checked: unreadable object"
+            );
+            observe(&m.kind, label, "none");
+        }
+        Outcome::Invalid(error) => {
+            warn!(uid = %m.uid, verdict = label, %error, "invalid admission request");
+            observe(&m.kind, label, "none");
+        }
     }
-    .instrument(span)
-    .await
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        reviewed.to_json(),
+    )
+        .into_response()
 }
 
 /// A running server.

@@ -10,14 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-use crate::helm::{
-    DecodeError, Limits, RecordKind, RecordSource, ReleaseKey, RevisionIndex, Status, WorkloadKey,
-    decode,
-};
+use crate::helm::record::index_record;
+use crate::helm::{DecodeError, DecodeLimits, ReleaseKey, RevisionIndex, Status, WorkloadKey};
 use crate::policy::{ReleaseView, Releases};
 use crate::values::ImageValue;
 
@@ -261,82 +257,6 @@ pub struct LoadReport {
     pub ignored_objects: usize,
 }
 
-/// If `obj` is a Helm release record (Secret of type `helm.sh/release.v1`, or ConfigMap
-/// labelled `owner=helm` with a `release` key), its identity and Helm string.
-pub fn release_record(obj: &Value) -> Option<(RecordKind, &str, &str, &Value)> {
-    let kind = match obj.get("kind")?.as_str()? {
-        "Secret" if obj.get("type")?.as_str()? == "helm.sh/release.v1" => RecordKind::Secret,
-        "ConfigMap"
-            if obj
-                .pointer("/metadata/labels/owner")
-                .and_then(Value::as_str)
-                == Some("helm") =>
-        {
-            RecordKind::ConfigMap
-        }
-        _ => return None,
-    };
-    let name = obj.pointer("/metadata/name")?.as_str()?;
-    let namespace = obj
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let data = obj.pointer("/data/release")?;
-    Some((kind, namespace, name, data))
-}
-
-/// Decodes a release record object (as `kubectl get -o json` prints it) into its index.
-pub fn index_record(
-    obj: &Value,
-    limits: Limits,
-) -> Option<Result<Arc<RevisionIndex>, DecodeError>> {
-    let (kind, namespace, name, data) = release_record(obj)?;
-    let object = match kind {
-        RecordKind::Secret => "Secret",
-        RecordKind::ConfigMap => "ConfigMap",
-    };
-    let Some(text) = data.as_str() else {
-        return Some(Err(DecodeError::Inconsistent {
-            object: format!("{object} {namespace}/{name}"),
-            why: "data.release is not a string".into(),
-        }));
-    };
-    // A Secret's data carries the API's own base64 layer on top of Helm's.
-    let unwrapped;
-    let helm_string: &[u8] = match kind {
-        RecordKind::Secret => match STANDARD.decode(text.trim()) {
-            Ok(b) => {
-                unwrapped = b;
-                &unwrapped
-            }
-            Err(_) => {
-                return Some(Err(DecodeError::Base64 {
-                    object: format!("{object} {namespace}/{name}"),
-                }));
-            }
-        },
-        RecordKind::ConfigMap => text.as_bytes(),
-    };
-    let src = RecordSource {
-        kind,
-        namespace,
-        name,
-        release: helm_string,
-    };
-    Some(decode(src, limits).map(|d| {
-        let rev = RevisionIndex::from_decoded(&d);
-        if rev.unparsable_documents > 0 {
-            tracing::warn!(
-                release = %rev.release,
-                revision = rev.revision,
-                documents = rev.unparsable_documents,
-                "manifest documents did not parse; their workloads are not guarded"
-            );
-        }
-        rev
-    }))
-}
-
 fn json_error(e: &serde_json::Error) -> String {
     format!(
         "JSON {} error at line {}",
@@ -403,7 +323,10 @@ fn flatten(doc: Value, out: &mut Vec<Value>) {
 /// Loads release records from files and directories (not recursive; `.json`, `.yaml`, `.yml`
 /// in directories; any file named explicitly). A record that does not decode is an error:
 /// files are given on purpose, and a silent skip would hide a broken fixture.
-pub fn load_files(paths: &[PathBuf], limits: Limits) -> Result<(Index, LoadReport), LoadError> {
+pub fn load_files(
+    paths: &[PathBuf],
+    limits: DecodeLimits,
+) -> Result<(Index, LoadReport), LoadError> {
     let mut files = Vec::new();
     for p in paths {
         let meta = std::fs::metadata(p).map_err(|source| LoadError::Io {
@@ -481,7 +404,7 @@ mod tests {
         let apply_all = |idx: &mut Index, h: &History| {
             for r in &h.revisions {
                 idx.apply(
-                    index_record(&r.secret(), Limits::default())
+                    index_record(&r.secret(), DecodeLimits::default())
                         .expect("record")
                         .expect("decodes"),
                 );
@@ -526,7 +449,7 @@ mod tests {
         let mut idx = Index::default();
         for r in &h.revisions {
             idx.apply(
-                index_record(&r.secret(), Limits::default())
+                index_record(&r.secret(), DecodeLimits::default())
                     .expect("record")
                     .expect("decodes"),
             );
@@ -546,7 +469,7 @@ mod tests {
     #[test]
     fn reset_drops_what_is_gone() {
         let h = History::install("db", "db", &postgres_chart("12.0.0", "11"), json!({}));
-        let rev = index_record(&h.revisions[0].secret(), Limits::default())
+        let rev = index_record(&h.revisions[0].secret(), DecodeLimits::default())
             .expect("record")
             .expect("decodes");
         let mut idx = Index::default();
@@ -568,8 +491,8 @@ mod tests {
         );
         let objs = parse_objects(&yaml).expect("yaml");
         assert_eq!(objs.len(), 2);
-        assert!(index_record(&objs[0], Limits::default()).is_none());
-        let rev = index_record(&objs[1], Limits::default())
+        assert!(index_record(&objs[0], DecodeLimits::default()).is_none());
+        let rev = index_record(&objs[1], DecodeLimits::default())
             .expect("record")
             .expect("decodes");
         assert_eq!(rev.revision, 1);

@@ -38,15 +38,13 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::helm::{DecodeError, Limits, RecordKind, RecordSource, ReleaseKey, RevisionIndex};
+use crate::helm::record::{RECORD_PREFIX, kind_name, parse_record_name};
+use crate::helm::{DecodeError, DecodeLimits, RecordKind, RecordSource, ReleaseKey, RevisionIndex};
 use crate::metrics::StoreMetrics;
 use crate::store::{Index, SharedIndex};
 
 /// The label every Helm release record carries.
 pub const OWNER_SELECTOR: &str = "owner=helm";
-
-/// Prefix of a release record's object name: `sh.helm.release.v1.<release>.v<revision>`.
-const RECORD_PREFIX: &str = "sh.helm.release.v1.";
 
 /// Revisions applied per write-lock acquisition during a relist, so that a relist of
 /// thousands of releases never holds the lock long enough to stall requests.
@@ -63,7 +61,7 @@ pub struct WatchConfig {
     /// Also watch ConfigMaps (`HELM_DRIVER=configmap`).
     pub configmaps: bool,
     /// Bounds on each record decoded.
-    pub limits: Limits,
+    pub limits: DecodeLimits,
 }
 
 /// A Kubernetes object that may hold a Helm release record.
@@ -109,23 +107,6 @@ impl ReleaseObject for ConfigMap {
     }
 }
 
-fn kind_name(kind: RecordKind) -> &'static str {
-    match kind {
-        RecordKind::Secret => "Secret",
-        RecordKind::ConfigMap => "ConfigMap",
-    }
-}
-
-/// The release and revision a record's object name stands for.
-pub fn parse_record_name(namespace: &str, name: &str) -> Option<(ReleaseKey, u32)> {
-    let rest = name.strip_prefix(RECORD_PREFIX)?;
-    let (release, revision) = rest.rsplit_once(".v")?;
-    if release.is_empty() {
-        return None;
-    }
-    Some((ReleaseKey::new(namespace, release), revision.parse().ok()?))
-}
-
 /// One object as the feed sees it, after decoding.
 #[derive(Debug)]
 pub enum Record {
@@ -143,7 +124,7 @@ pub enum Record {
 }
 
 /// Decodes one object. Pure and CPU-bound: run it off the async workers.
-pub fn decode_object<K: ReleaseObject>(obj: &DeserializeGuard<K>, limits: Limits) -> Record {
+pub fn decode_object<K: ReleaseObject>(obj: &DeserializeGuard<K>, limits: DecodeLimits) -> Record {
     let meta = obj.meta();
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
     let name = meta.name.clone().unwrap_or_default();
@@ -214,7 +195,7 @@ struct Tracking {
 #[derive(Debug)]
 pub struct Feed {
     index: SharedIndex,
-    limits: Limits,
+    limits: DecodeLimits,
     metrics: StoreMetrics,
     ready: Arc<AtomicBool>,
     unsynced: AtomicUsize,
@@ -226,7 +207,7 @@ impl Feed {
     /// [`Feed::add_source`] has completed its first list.
     pub fn new(
         index: SharedIndex,
-        limits: Limits,
+        limits: DecodeLimits,
         metrics: StoreMetrics,
         ready: Arc<AtomicBool>,
     ) -> Arc<Self> {
@@ -245,7 +226,7 @@ impl Feed {
         &self.index
     }
 
-    pub fn limits(&self) -> Limits {
+    pub fn limits(&self) -> DecodeLimits {
         self.limits
     }
 
@@ -492,7 +473,7 @@ enum Decoded {
 
 async fn decode_event<K: ReleaseObject>(
     event: Event<DeserializeGuard<K>>,
-    limits: Limits,
+    limits: DecodeLimits,
 ) -> Decoded {
     let off_pool = |obj: DeserializeGuard<K>| async move {
         let name = obj.name_any();

@@ -165,7 +165,7 @@ fn review_bad_input_is_exit_2_with_nothing_on_stdout() {
         (
             vec!["review".into()],
             Some("apiVersion: v1\nkind: Pod\n".into()),
-            "no request",
+            "not an admission.k8s.io/v1 AdmissionReview",
         ),
         (
             vec![

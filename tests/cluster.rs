@@ -34,10 +34,10 @@ use serde_json::{Value, json};
 use helm_guard::events::EventQueue;
 use helm_guard::helm::build::{History, ReleaseRecord, postgres_chart};
 use helm_guard::helm::coalesce::UpgradeValues;
-use helm_guard::helm::{Limits, RecordKind, ReleaseKey};
+use helm_guard::helm::{DecodeLimits, RecordKind, ReleaseKey};
 use helm_guard::lookup::{Fallback, FallbackConfig, LookupOutcome, Want};
 use helm_guard::metrics::{self, Metrics, Observation};
-use helm_guard::policy::{EventIntent, Releases};
+use helm_guard::policy::{EventIntent, Mode, Releases, Settings};
 use helm_guard::store::{Index, SharedIndex};
 use helm_guard::watch::{self, Feed, WatchConfig};
 
@@ -96,7 +96,7 @@ fn harness() -> Harness {
     let ready = Arc::new(AtomicBool::new(false));
     let feed = Feed::new(
         index.clone(),
-        Limits::default(),
+        DecodeLimits::default(),
         metrics.store.clone(),
         ready.clone(),
     );
@@ -481,7 +481,7 @@ async fn kube_watcher_lists_watches_and_relists_after_410_gone() {
     let config = WatchConfig {
         namespaces: Vec::new(),
         configmaps: false,
-        limits: Limits::default(),
+        limits: DecodeLimits::default(),
     };
     let tasks = watch::spawn(&client, &config, &h.feed);
     assert_eq!(tasks.len(), 1);
@@ -641,6 +641,12 @@ fn drift_review(dry_run: bool) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The reference of a review's object, as the server builds it from its one parse.
+fn review_ref(body: &[u8]) -> k8s_openapi::api::core::v1::ObjectReference {
+    let m = helm_guard::admission::prepare(body, &Settings::new(Mode::Audit)).meta;
+    helm_guard::events::request_ref(&m.api_version, &m.kind, &m.namespace, &m.name, m.object_uid)
+}
+
 #[tokio::test]
 async fn events_are_sent_after_the_fact_aggregated_and_never_for_dry_runs() {
     let h = harness();
@@ -663,11 +669,11 @@ async fn events_are_sent_after_the_fact_aggregated_and_never_for_dry_runs() {
         target: None,
     }];
     assert_eq!(
-        events.emit_for_review(&drift_review(true), &intents, true),
+        events.emit(&review_ref(&drift_review(true)), &intents, true),
         0
     );
     assert_eq!(
-        events.emit_for_review(&drift_review(false), &intents, false),
+        events.emit(&review_ref(&drift_review(false)), &intents, false),
         1
     );
     eventually("event created", || {
@@ -675,7 +681,7 @@ async fn events_are_sent_after_the_fact_aggregated_and_never_for_dry_runs() {
     })
     .await;
     // The same reason on the same object again: kube's recorder turns it into a series.
-    events.emit_for_review(&drift_review(false), &intents, false);
+    events.emit(&review_ref(&drift_review(false)), &intents, false);
     eventually("event aggregated", || {
         api.event_patches.load(Ordering::SeqCst) == 1
     })

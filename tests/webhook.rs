@@ -15,11 +15,12 @@ use serde_json::{Value, json};
 
 use helm_guard::client::WebhookClient;
 use helm_guard::fixtures::{Edit, record_review};
-use helm_guard::helm::Limits;
+use helm_guard::helm::DecodeLimits;
 use helm_guard::helm::build::History;
+use helm_guard::helm::record::index_record;
 use helm_guard::policy::{Mode, Settings};
 use helm_guard::server::{self, AppState, Running};
-use helm_guard::store::{Index, SharedIndex, index_record};
+use helm_guard::store::{Index, SharedIndex};
 use helm_guard::workload::WorkloadKind;
 use helm_guard::{demo, tls};
 
@@ -37,7 +38,7 @@ fn index_of(h: &History) -> SharedIndex {
     let mut idx = Index::default();
     for r in &h.revisions {
         idx.apply(
-            index_record(&r.secret(), Limits::default())
+            index_record(&r.secret(), DecodeLimits::default())
                 .expect("record")
                 .expect("decodes"),
         );
@@ -51,7 +52,7 @@ struct Fixture {
     ready: Arc<AtomicBool>,
 }
 
-async fn start(limits: server::Limits, mode: Mode) -> Fixture {
+async fn start(limits: server::ServeLimits, mode: Mode) -> Fixture {
     tls::install_provider();
     let bundle = tls::generate(&["127.0.0.1".to_owned()], 1).expect("certs");
     let ready = Arc::new(AtomicBool::new(true));
@@ -121,7 +122,7 @@ async fn seed_story_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modes_over_tls() {
-    let f = start(server::Limits::default(), Mode::Audit).await;
+    let f = start(server::ServeLimits::default(), Mode::Audit).await;
     let review = rollback().review("uid-1");
 
     let (status, v, _) = post(&f.client, "/validate/enforce", &review).await;
@@ -172,9 +173,9 @@ async fn modes_over_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_answers_are_deliberate() {
-    let limits = server::Limits {
+    let limits = server::ServeLimits {
         max_body_bytes: 256 << 10,
-        ..server::Limits::default()
+        ..server::ServeLimits::default()
     };
     let f = start(limits, Mode::Enforce).await;
 
@@ -237,9 +238,9 @@ async fn failure_answers_are_deliberate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_hands_over_to_the_failure_policy() {
-    let limits = server::Limits {
+    let limits = server::ServeLimits {
         deadline: Duration::from_millis(1),
-        ..server::Limits::default()
+        ..server::ServeLimits::default()
     };
     let f = start(limits, Mode::Enforce).await;
     // A body that takes far longer than 1 ms to parse (~12 MB of annotations).
@@ -296,7 +297,7 @@ async fn the_canary_never_leaves_the_process() {
         .try_init()
         .expect("first subscriber of this test process");
 
-    let f = start(server::Limits::default(), Mode::Audit).await;
+    let f = start(server::ServeLimits::default(), Mode::Audit).await;
     let mut responses = String::new();
     let h = history();
     let mut requests = vec![

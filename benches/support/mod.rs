@@ -15,8 +15,9 @@ use std::sync::Arc;
 use helm_guard::fixtures::Edit;
 use helm_guard::helm::build::{Chart, History, ReleaseRecord, encode_release, gzip_best};
 use helm_guard::helm::coalesce::UpgradeValues;
-use helm_guard::helm::{Limits, RevisionIndex, WorkloadImages};
-use helm_guard::store::{Index, index_record};
+use helm_guard::helm::record::index_record;
+use helm_guard::helm::{DecodeLimits, RevisionIndex, WorkloadImages};
+use helm_guard::store::Index;
 use helm_guard::workload::WorkloadKind;
 use serde_json::{Map, Value, json};
 
@@ -567,7 +568,7 @@ pub fn fleet(n: usize) -> Fleet {
         }
         let mut dep = None;
         for r in &h.revisions {
-            let rev = index_record(&r.secret(), Limits::default())
+            let rev = index_record(&r.secret(), DecodeLimits::default())
                 .expect("a release record")
                 .expect("the record decodes");
             assert_eq!(rev.unparsable_documents, 0, "fixture manifest parses");

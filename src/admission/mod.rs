@@ -1,9 +1,17 @@
 //! AdmissionReview in, AdmissionReview out: the adapter between the wire and the pure
 //! decision.
 //!
-//! Requests are parsed into the small typed view of [`wire`] (objects stay raw JSON until the
-//! request's kind says how to read them); the facts the policy needs are lifted out into a
-//! [`policy::Request`]. Responses are written here rather than through kube-core's
+//! ```text
+//! body ──parse (once)──> wire::Request ──facts──> policy::Facts ──decide──> Verdict
+//!   │                        │                        │
+//!   └─ not an admission.k8s.io/v1 review: Invalid     └─ hint for a fallback lookup (server)
+//!                            └─ not a kind we judge, or an object we cannot read: NotChecked
+//! ```
+//!
+//! A request ends in exactly one [`Outcome`]: judged by the policy, allowed without a
+//! judgement (with the reason, and a warning when a person should know), or invalid (a 400-coded
+//! answer: a real API server never sends one). The response is serialised once, from typed data,
+//! at the edge ([`Reviewed::to_json`]). It is written here rather than through kube-core's
 //! `AdmissionResponse`, whose `patch: Vec<u8>` serialises as an array of numbers (kube-rs
 //! #1781) where `admission.k8s.io/v1` documents a base64 string.
 //!
@@ -14,36 +22,48 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
-use crate::actor::{ManagedEntry, WriterFacts};
-use crate::helm::{ReleaseKey, json_category};
-use crate::policy::{
-    self, ALLOW_DRIFT, DRIFT_MARK, ImageOwner, Operation, Owner, RELEASE_NAME, RELEASE_NAMESPACE,
-    RecordFacts, Releases, Settings, Verdict, Webhook,
-};
-use crate::store::index_record;
-use crate::workload::{Container, Spec, WorkloadKind};
+use crate::helm::json_category;
+use crate::policy::{self, Facts, Releases, Settings, Verdict, Webhook};
+use crate::text;
+use crate::workload::WorkloadKind;
 
+mod facts;
 mod wire;
+pub use facts::{facts, workload_kind};
 pub use wire::Request;
 
-/// Why a body could not be reviewed.
+/// The only AdmissionReview version the webhook configurations ask for.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// Why a body could not be reviewed, or a request not checked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReviewError {
-    /// Not JSON (or YAML), or not shaped like an AdmissionReview.
+    /// Not JSON (or YAML).
     #[error("body is not an AdmissionReview ({category} error at line {line}, column {column})")]
     Json {
         category: &'static str,
         line: usize,
         column: usize,
     },
+    /// JSON, but not an `admission.k8s.io/v1` AdmissionReview.
+    #[error("body is not an {API_VERSION} AdmissionReview (apiVersion {api_version}, kind {kind})")]
+    NotV1 { api_version: String, kind: String },
     /// An AdmissionReview without a request.
     #[error("AdmissionReview has no request")]
     NoRequest,
+    /// A request without a uid: no answer could be matched to it.
+    #[error("request.uid is missing or empty")]
+    NoUid,
+    /// A field of the request has the wrong shape.
+    #[error("request.{field} is not valid ({category} error)")]
+    Field {
+        field: &'static str,
+        category: &'static str,
+    },
     /// An object's metadata could not be read.
     #[error("the {which} object is not a valid Kubernetes object")]
     Object { which: &'static str },
@@ -53,27 +73,131 @@ pub enum ReviewError {
         which: &'static str,
         kind: WorkloadKind,
     },
+    /// A workload CREATE or UPDATE without an object.
+    #[error("the {kind} request carries no object")]
+    NoObject { kind: WorkloadKind },
+    /// The object is of another kind than the request says.
+    #[error("the {which} object is not a {kind}")]
+    KindMismatch {
+        which: &'static str,
+        kind: WorkloadKind,
+    },
 }
 
-/// What the handler needs to log and count about a request.
+/// What the handler logs and counts about a request, and what an Event needs to find its
+/// object.
 #[derive(Clone, Debug, Default)]
 pub struct RequestMeta {
     pub uid: String,
+    /// `group/version` of the object (`apps/v1`, `v1`).
+    pub api_version: String,
     pub kind: String,
     pub namespace: String,
     pub name: String,
     pub operation: &'static str,
     pub dry_run: bool,
+    /// The stored object's uid (UPDATE), else the new object's, when known.
+    pub object_uid: Option<String>,
+}
+
+/// Why an allowed request was not judged.
+#[derive(Debug)]
+pub enum NotChecked {
+    /// Not a kind (or operation) helm-guard judges: allowed silently.
+    NotGuarded,
+    /// A request helm-guard should judge but cannot read: allowed with a warning, never
+    /// denied (that would bypass `failurePolicy: Ignore`), and logged.
+    Unreadable(ReviewError),
+}
+
+/// How one request ends.
+#[derive(Debug)]
+pub enum Outcome {
+    Judged(Verdict),
+    NotChecked(NotChecked),
+    Invalid(ReviewError),
+}
+
+impl Outcome {
+    /// The metrics and log label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Judged(v) => v.outcome().label(),
+            Self::NotChecked(_) => "not-checked",
+            Self::Invalid(_) => "error",
+        }
+    }
+
+    /// Whether the request is allowed.
+    pub fn allowed(&self) -> bool {
+        match self {
+            Self::Judged(v) => v.allowed,
+            Self::NotChecked(_) => true,
+            Self::Invalid(_) => false,
+        }
+    }
+
+    /// The warnings sent with the answer.
+    pub fn warnings(&self) -> Vec<String> {
+        match self {
+            Self::Judged(v) => v.warnings.clone(),
+            Self::NotChecked(NotChecked::Unreadable(e)) => {
+                vec![text::warning(&format!("helm-guard: not checked: {e}"))]
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The result of reviewing one body.
 #[derive(Debug)]
 pub struct Reviewed {
-    /// The AdmissionReview to send back.
-    pub review: Value,
     pub meta: RequestMeta,
-    /// `None` when the body could not be reviewed (the review then carries the error).
-    pub verdict: Option<Verdict>,
+    pub outcome: Outcome,
+}
+
+/// A parsed request and its facts, before the decision: the server looks at the facts for a
+/// fallback lookup between the two steps.
+#[derive(Debug)]
+pub struct Prepared {
+    pub meta: RequestMeta,
+    stage: Stage,
+}
+
+#[derive(Debug)]
+enum Stage {
+    Facts(Box<Facts>),
+    Done(Outcome),
+}
+
+impl Prepared {
+    /// The facts to be judged, if it comes to a judgement.
+    pub fn facts(&self) -> Option<&Facts> {
+        match &self.stage {
+            Stage::Facts(f) => Some(f),
+            Stage::Done(_) => None,
+        }
+    }
+
+    /// Decides (pure, microseconds) and ends the review.
+    pub fn decide(
+        self,
+        webhook: Webhook,
+        releases: &impl Releases,
+        settings: &Settings,
+        now: &str,
+    ) -> Reviewed {
+        let outcome = match self.stage {
+            Stage::Facts(f) => {
+                Outcome::Judged(policy::decide(webhook, &f, releases, settings, now))
+            }
+            Stage::Done(o) => o,
+        };
+        Reviewed {
+            meta: self.meta,
+            outcome,
+        }
+    }
 }
 
 fn json_error(e: &serde_json::Error) -> ReviewError {
@@ -84,348 +208,130 @@ fn json_error(e: &serde_json::Error) -> ReviewError {
     }
 }
 
-/// Parses an AdmissionReview from JSON.
-pub fn parse(body: &[u8]) -> Result<Request, ReviewError> {
-    let review: wire::Review = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
-    review.request.ok_or(ReviewError::NoRequest)
+/// Reads one field of the request, typed.
+fn field<T: DeserializeOwned>(
+    raw: Option<&RawValue>,
+    name: &'static str,
+) -> Result<Option<T>, ReviewError> {
+    raw.map(|r| serde_json::from_str(r.get()))
+        .transpose()
+        .map_err(|e| ReviewError::Field {
+            field: name,
+            category: json_category(&e),
+        })
 }
 
-/// Parses an AdmissionReview already read into a JSON value (from YAML, say).
-pub fn parse_value(value: Value) -> Result<Request, ReviewError> {
-    let bytes = serde_json::to_vec(&value).map_err(|e| json_error(&e))?;
-    parse(&bytes)
+/// A short, printable rendering of a raw JSON scalar from the body (apiVersion, kind).
+fn quoted(raw: Option<&RawValue>) -> String {
+    raw.map_or_else(|| "missing".to_owned(), |r| text::shown(r.get(), 64))
 }
 
-fn operation_name(op: wire::Operation) -> &'static str {
-    match op {
-        wire::Operation::Create => "CREATE",
-        wire::Operation::Update => "UPDATE",
-        wire::Operation::Delete => "DELETE",
-        wire::Operation::Connect => "CONNECT",
+/// Parses an AdmissionReview from JSON: the one parse of a request body. On failure, the uid
+/// when one could be read, and why.
+pub fn parse(body: &[u8]) -> Result<Request<'_>, (String, ReviewError)> {
+    let review: wire::RawReview<'_> =
+        serde_json::from_slice(body).map_err(|e| (String::new(), json_error(&e)))?;
+    let uid: String = review
+        .request
+        .as_ref()
+        .and_then(|r| field::<String>(r.uid, "uid").ok().flatten())
+        .unwrap_or_default();
+    let fail = |e: ReviewError| (uid.clone(), e);
+    let is = |raw: Option<&RawValue>, want: &str| {
+        raw.and_then(|r| serde_json::from_str::<&str>(r.get()).ok()) == Some(want)
+    };
+    if !is(review.api_version, API_VERSION) || !is(review.kind, "AdmissionReview") {
+        return Err(fail(ReviewError::NotV1 {
+            api_version: quoted(review.api_version),
+            kind: quoted(review.kind),
+        }));
     }
+    let raw = review.request.ok_or_else(|| fail(ReviewError::NoRequest))?;
+    if uid.is_empty() {
+        return Err(fail(ReviewError::NoUid));
+    }
+    let typed = || -> Result<Request<'_>, ReviewError> {
+        Ok(Request {
+            uid: uid.clone(),
+            kind: field(raw.kind, "kind")?.ok_or(ReviewError::Field {
+                field: "kind",
+                category: "missing",
+            })?,
+            sub_resource: field(raw.sub_resource, "subResource")?,
+            name: field(raw.name, "name")?.unwrap_or_default(),
+            namespace: field(raw.namespace, "namespace")?,
+            operation: field(raw.operation, "operation")?.ok_or(ReviewError::Field {
+                field: "operation",
+                category: "missing",
+            })?,
+            user_info: field(raw.user_info, "userInfo")?.unwrap_or_default(),
+            object: raw.object,
+            old_object: raw.old_object,
+            dry_run: field(raw.dry_run, "dryRun")?,
+            options: field(raw.options, "options")?,
+        })
+    };
+    typed().map_err(fail)
 }
 
-fn meta_of(req: &Request) -> RequestMeta {
+fn meta_of(req: &Request<'_>) -> RequestMeta {
+    let gvk = &req.kind;
     RequestMeta {
         uid: req.uid.clone(),
-        kind: req.kind.kind.clone(),
+        api_version: if gvk.group.is_empty() {
+            gvk.version.clone()
+        } else {
+            format!("{}/{}", gvk.group, gvk.version)
+        },
+        kind: gvk.kind.clone(),
         namespace: req.namespace.clone().unwrap_or_default(),
         name: req.name.clone(),
-        operation: operation_name(req.operation),
+        operation: req.operation.as_str(),
         dry_run: req.dry_run.unwrap_or(false),
+        object_uid: None,
     }
 }
 
-/// An object of the request, read as far as the guard needs: metadata, and for a workload
-/// the containers of its pod template.
-struct Read {
-    meta: wire::Meta,
-    containers: Vec<Container>,
-}
-
-fn read(
-    raw: Option<&RawValue>,
-    kind: Option<WorkloadKind>,
-    which: &'static str,
-) -> Result<Option<Read>, ReviewError> {
-    let Some(raw) = raw else { return Ok(None) };
-    if raw.get() == "null" {
-        return Ok(None);
+/// Parses a body and lifts its facts: everything CPU-bound before the decision.
+pub fn prepare(body: &[u8], settings: &Settings) -> Prepared {
+    match parse(body) {
+        Ok(req) => prepare_request(&req, settings),
+        Err((uid, e)) => Prepared {
+            meta: RequestMeta {
+                uid,
+                ..RequestMeta::default()
+            },
+            stage: Stage::Done(Outcome::Invalid(e)),
+        },
     }
-    Ok(Some(match kind {
-        Some(kind) => {
-            let obj: wire::Object<Spec> =
-                serde_json::from_str(raw.get()).map_err(|_| ReviewError::Spec { which, kind })?;
-            Read {
-                containers: obj.spec.unwrap_or_default().containers(kind),
-                meta: obj.metadata,
-            }
-        }
-        None => {
-            let obj: wire::Object =
-                serde_json::from_str(raw.get()).map_err(|_| ReviewError::Object { which })?;
-            Read {
-                meta: obj.metadata,
-                containers: Vec::new(),
-            }
-        }
-    }))
 }
 
-fn managed(meta: Option<&wire::Meta>) -> Vec<ManagedEntry> {
-    meta.and_then(|m| m.managed_fields.as_ref())
-        .map(|entries| {
-            entries
-                .iter()
-                .map(|e| ManagedEntry {
-                    manager: e.manager.clone().unwrap_or_default(),
-                    operation: e.operation.clone().unwrap_or_default(),
-                    subresource: e.subresource.clone().unwrap_or_default(),
-                    time: e.time.clone().unwrap_or_default(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Who owns each container's `image` field in an object, per its `managedFields`
-/// (`f:spec…f:containers.k:{"name":"x"}.f:image`, at the kind's pod-spec depth).
-fn image_owners(meta: Option<&wire::Meta>, kind: WorkloadKind) -> Vec<ImageOwner> {
-    let path: &[&str] = match kind {
-        WorkloadKind::Pod => &["f:spec"],
-        WorkloadKind::CronJob => &["f:spec", "f:jobTemplate", "f:spec", "f:template", "f:spec"],
-        _ => &["f:spec", "f:template", "f:spec"],
-    };
-    let mut out = Vec::new();
-    let entries = meta.and_then(|m| m.managed_fields.as_ref());
-    for e in entries.into_iter().flatten() {
-        let Some(fields) = e
-            .fields_v1
-            .as_ref()
-            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
-        else {
-            continue;
-        };
-        let Some(pod) = path.iter().try_fold(&fields, |v, k| v.get(*k)) else {
-            continue;
-        };
-        for list in ["f:containers", "f:initContainers"] {
-            let Some(Value::Object(items)) = pod.get(list) else {
-                continue;
-            };
-            for (key, item) in items {
-                let Some(name) = key
-                    .strip_prefix("k:")
-                    .and_then(|k| serde_json::from_str::<Value>(k).ok())
-                    .and_then(|k| k.get("name").and_then(Value::as_str).map(str::to_owned))
-                else {
-                    continue;
-                };
-                if item.get("f:image").is_some() {
-                    out.push(ImageOwner {
-                        container: name,
-                        manager: e.manager.clone().unwrap_or_default(),
-                        time: e.time.clone().unwrap_or_default(),
-                    });
+/// [`prepare`] for a parsed request.
+pub fn prepare_request(req: &Request<'_>, settings: &Settings) -> Prepared {
+    let mut meta = meta_of(req);
+    let guarded = workload_kind(req).is_some()
+        || (req.kind.group.is_empty() && matches!(req.kind.kind.as_str(), "Secret" | "ConfigMap"));
+    let stage = if !guarded {
+        Stage::Done(Outcome::NotChecked(NotChecked::NotGuarded))
+    } else {
+        match facts(req, settings) {
+            Ok(f) if f.kind.is_none() && f.record.is_none() => {
+                Stage::Done(Outcome::NotChecked(NotChecked::NotGuarded))
+            }
+            Ok(f) => {
+                if meta.name.is_empty() {
+                    meta.name.clone_from(&f.name);
                 }
+                meta.object_uid.clone_from(&f.object_uid);
+                Stage::Facts(Box::new(f))
             }
+            Err(e) => Stage::Done(Outcome::NotChecked(NotChecked::Unreadable(e))),
         }
-    }
-    out
-}
-
-/// The release record an admission request carries, if it is one (a Secret of type
-/// `helm.sh/release.v1` or a ConfigMap labelled `owner=helm`), decoded within `settings`'
-/// limits. Only these objects are read whole.
-fn record_of(req: &Request, settings: &Settings) -> Option<RecordFacts> {
-    let core = req.kind.group.is_empty() && req.sub_resource.as_deref().unwrap_or("").is_empty();
-    if !core || !matches!(req.kind.kind.as_str(), "Secret" | "ConfigMap") {
-        return None;
-    }
-    let mut obj: Value = serde_json::from_str(req.object.as_ref()?.get()).ok()?;
-    if !obj.is_object() {
-        return None;
-    }
-    obj["kind"] = json!(req.kind.kind);
-    if obj.pointer("/metadata/namespace").is_none()
-        && let Some(ns) = &req.namespace
-        && obj.get("metadata").is_some_and(Value::is_object)
-    {
-        obj["metadata"]["namespace"] = json!(ns);
-    }
-    Some(match index_record(&obj, settings.record_limits)? {
-        Ok(rev) => RecordFacts::Decoded(rev),
-        Err(e) => RecordFacts::Undecodable(e.to_string()),
-    })
-}
-
-/// Lifts the facts the policy needs out of an admission request.
-pub fn facts(req: &Request, settings: &Settings) -> Result<policy::Request, ReviewError> {
-    // Subresources (scale, status, ephemeralcontainers) never change a chart's images.
-    let kind = if req.sub_resource.as_deref().unwrap_or("").is_empty() {
-        WorkloadKind::from_group_kind(&req.kind.group, &req.kind.kind)
-    } else {
-        None
     };
-    let object = read(req.object.as_deref(), kind, "new")?;
-    let old = read(req.old_object.as_deref(), kind, "old")?;
-    let meta = object.as_ref().map(|o| &o.meta);
-    let old_meta = old.as_ref().map(|o| &o.meta);
-    let annotations: Option<&BTreeMap<String, String>> = meta.and_then(|m| m.annotations.as_ref());
-    let annotation = |k: &str| annotations.and_then(|a| a.get(k)).cloned();
-    let namespace = req
-        .namespace
-        .clone()
-        .or_else(|| meta.and_then(|m| m.namespace.clone()))
-        .unwrap_or_default();
-    let name = if req.name.is_empty() {
-        meta.and_then(|m| m.name.clone()).unwrap_or_default()
-    } else {
-        req.name.clone()
-    };
-    let release_annotation = annotation(RELEASE_NAME).map(|rel| {
-        let ns = annotation(RELEASE_NAMESPACE).unwrap_or_else(|| namespace.clone());
-        ReleaseKey::new(&ns, &rel)
-    });
-    let owner_refs = meta.and_then(|m| m.owner_references.as_ref());
-    let controllers: Vec<Owner> = owner_refs
-        .map(|refs| {
-            let has_controller = refs.iter().any(|r| r.controller == Some(true));
-            refs.iter()
-                .filter(|r| !has_controller || r.controller == Some(true))
-                .map(|r| Owner {
-                    kind: r.kind.clone(),
-                    name: r.name.clone(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let field_manager = req.options.as_ref().and_then(|o| o.field_manager.clone());
-    Ok(policy::Request {
-        operation: match req.operation {
-            wire::Operation::Create => Operation::Create,
-            wire::Operation::Update => Operation::Update,
-            wire::Operation::Delete => Operation::Delete,
-            wire::Operation::Connect => Operation::Connect,
-        },
-        kind,
-        namespace,
-        name,
-        writer: WriterFacts {
-            user: req.user_info.username.clone().unwrap_or_default(),
-            groups: req.user_info.groups.clone().unwrap_or_default(),
-            field_manager,
-            new_managed: managed(meta),
-            old_managed: managed(old_meta),
-        },
-        release_annotation,
-        allow_drift: annotation(ALLOW_DRIFT),
-        drift_mark: annotation(DRIFT_MARK),
-        has_annotations: annotations.is_some(),
-        owners: controllers,
-        pod_template_hash: meta
-            .and_then(|m| m.labels.as_ref())
-            .and_then(|l| l.get("pod-template-hash"))
-            .cloned(),
-        old_image_owners: kind.map(|k| image_owners(old_meta, k)).unwrap_or_default(),
-        old_allow_drift: old_meta
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get(ALLOW_DRIFT))
-            .cloned(),
-        old_drift_mark: old_meta
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get(DRIFT_MARK))
-            .cloned(),
-        record: record_of(req, settings),
-        containers: object.map(|o| o.containers).unwrap_or_default(),
-        old_containers: if kind.is_some() {
-            old.map(|o| o.containers)
-        } else {
-            None
-        },
-    })
+    Prepared { meta, stage }
 }
 
-/// The AdmissionReview answering `uid` with `verdict`.
-pub fn response(uid: &str, verdict: &Verdict) -> Value {
-    let mut rsp = json!({"uid": uid, "allowed": verdict.allowed});
-    if !verdict.allowed {
-        rsp["status"] = json!({
-            "code": 403,
-            "reason": "Forbidden",
-            "message": verdict.message.clone().unwrap_or_default(),
-        });
-    }
-    if !verdict.warnings.is_empty() {
-        rsp["warnings"] = json!(verdict.warnings);
-    }
-    if !verdict.audit_annotations.is_empty() {
-        let map: BTreeMap<&str, &str> = verdict
-            .audit_annotations
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        rsp["auditAnnotations"] = json!(map);
-    }
-    if !verdict.patch.is_empty() {
-        let bytes = serde_json::to_vec(&verdict.patch).unwrap_or_default();
-        rsp["patchType"] = json!("JSONPatch");
-        rsp["patch"] = json!(STANDARD.encode(bytes));
-    }
-    wrap(rsp)
-}
-
-/// The AdmissionReview for a body that could not be reviewed: not allowed, code 400, with
-/// the uid when one can be found at all (the API server matches responses by uid).
-pub fn invalid(uid: &str, message: &str) -> Value {
-    wrap(json!({
-        "uid": uid,
-        "allowed": false,
-        "status": {"code": 400, "reason": "BadRequest", "message": format!("helm-guard: {message}")},
-    }))
-}
-
-fn wrap(response: Value) -> Value {
-    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
-}
-
-/// Best effort: the request uid of a body that failed to parse as a whole.
-pub fn salvage_uid(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Outer {
-        request: Option<Inner>,
-    }
-    #[derive(Deserialize)]
-    struct Inner {
-        uid: Option<String>,
-    }
-    serde_json::from_slice::<Outer>(body)
-        .ok()
-        .and_then(|o| o.request)
-        .and_then(|r| r.uid)
-        .unwrap_or_default()
-}
-
-/// Reviews a parsed request.
-pub fn review_request(
-    webhook: Webhook,
-    req: &Request,
-    releases: &impl Releases,
-    settings: &Settings,
-    now: &str,
-) -> Reviewed {
-    let meta = meta_of(req);
-    match facts(req, settings) {
-        Ok(facts) => {
-            let verdict = policy::decide(webhook, &facts, releases, settings, now);
-            Reviewed {
-                review: response(&meta.uid, &verdict),
-                meta,
-                verdict: Some(verdict),
-            }
-        }
-        // An object the API server accepted but whose spec we cannot read is not the client's
-        // fault: never deny for it (that would bypass failurePolicy: Ignore); say so instead.
-        Err(e @ (ReviewError::Spec { .. } | ReviewError::Object { .. })) => {
-            let mut verdict = Verdict::allow("none");
-            verdict
-                .warnings
-                .push(policy::short(&format!("helm-guard: not checked: {e}")));
-            Reviewed {
-                review: response(&meta.uid, &verdict),
-                meta,
-                verdict: None,
-            }
-        }
-        Err(e) => Reviewed {
-            review: invalid(&meta.uid, &e.to_string()),
-            meta,
-            verdict: None,
-        },
-    }
-}
-
-/// Reviews a raw JSON body.
+/// Reviews a raw JSON body: [`prepare`], then decide.
 pub fn review_body(
     webhook: Webhook,
     body: &[u8],
@@ -433,18 +339,67 @@ pub fn review_body(
     settings: &Settings,
     now: &str,
 ) -> Reviewed {
-    match parse(body) {
-        Ok(req) => review_request(webhook, &req, releases, settings, now),
-        Err(e) => {
-            let uid = salvage_uid(body);
-            Reviewed {
-                review: invalid(&uid, &e.to_string()),
-                meta: RequestMeta {
-                    uid,
-                    ..RequestMeta::default()
-                },
-                verdict: None,
+    prepare(body, settings).decide(webhook, releases, settings, now)
+}
+
+impl Reviewed {
+    /// The AdmissionReview answering this request, serialised once.
+    pub fn to_json(&self) -> Vec<u8> {
+        let warnings = self.outcome.warnings();
+        let invalid_message;
+        let mut response = wire::Response {
+            uid: &self.meta.uid,
+            allowed: self.outcome.allowed(),
+            status: None,
+            warnings: &warnings,
+            audit_annotations: BTreeMap::new(),
+            patch_type: None,
+            patch: None,
+        };
+        match &self.outcome {
+            Outcome::Judged(v) => {
+                if !v.allowed {
+                    response.status = Some(wire::Status {
+                        code: 403,
+                        reason: "Forbidden",
+                        message: v.message.as_deref().unwrap_or_default(),
+                    });
+                }
+                response.audit_annotations = v
+                    .audit_annotations
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                if !v.patch.0.is_empty() {
+                    let bytes = serde_json::to_vec(&v.patch).unwrap_or_default();
+                    response.patch_type = Some("JSONPatch");
+                    response.patch = Some(STANDARD.encode(bytes));
+                }
             }
+            Outcome::Invalid(e) => {
+                invalid_message = format!("helm-guard: {e}");
+                response.status = Some(wire::Status {
+                    code: 400,
+                    reason: "BadRequest",
+                    message: &invalid_message,
+                });
+            }
+            Outcome::NotChecked(_) => {}
+        }
+        serde_json::to_vec(&wire::ResponseReview {
+            api_version: API_VERSION,
+            kind: "AdmissionReview",
+            response,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The denial or error message, if the request is not allowed.
+    pub fn message(&self) -> Option<String> {
+        match &self.outcome {
+            Outcome::Judged(v) => v.message.clone(),
+            Outcome::Invalid(e) => Some(format!("helm-guard: {e}")),
+            Outcome::NotChecked(_) => None,
         }
     }
 }
@@ -471,44 +426,4 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_known_instants() {
-        let at = |s: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_795_687_200), "2026-11-26T10:00:00Z");
-    }
-
-    #[test]
-    fn unreadable_bodies_get_a_reasoned_invalid_review() {
-        let cases: [(&[u8], &str); 4] = [
-            (b"", "truncated"),
-            (b"{not json CANARY", "syntax"),
-            (
-                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
-                "no request",
-            ),
-            (br#"{"request":{"uid":"u-1","password":"CANARY"}}"#, "shape"),
-        ];
-        let idx = crate::store::Index::default();
-        for (body, want) in cases {
-            let r = review_body(
-                Webhook::Validate,
-                body,
-                &idx,
-                &Settings::new(policy::Mode::Enforce),
-                "t",
-            );
-            let rsp = &r.review["response"];
-            assert_eq!(rsp["allowed"], false);
-            assert_eq!(rsp["status"]["code"], 400);
-            let msg = rsp["status"]["message"].as_str().expect("message");
-            assert!(msg.contains(want), "{msg}");
-            assert!(!r.review.to_string().contains("CANARY"));
-        }
-        assert_eq!(salvage_uid(br#"{"request":{"uid":"u-1","x":1}}"#), "u-1");
-    }
-}
+mod tests;

@@ -1,47 +1,75 @@
-//! The parts of an AdmissionReview the guard reads, as the API server sends them.
+//! The parts of an AdmissionReview the guard reads, as the API server sends them, and the
+//! response it writes back.
 //!
-//! kube's `AdmissionRequest<DynamicObject>` flattens each object into a `serde_json::Value`
-//! (buffering it through serde's `Content` first): for a 20 KiB review that was 85% of the
-//! request path. Here the objects stay raw JSON until the request's kind is known, and are then
-//! read into small typed structs — metadata, and for workloads the container images — with
-//! everything else skipped by the parser. Only a release record (a Secret or ConfigMap) is
-//! read whole, because its data is what gets decoded.
+//! One pass of the parser over the body: every field of `request` is first taken as a borrowed
+//! [`RawValue`] (serde_json validates it and moves on, no allocation), then the small ones are
+//! read into their types. A field of the wrong shape is then an error about that field, with
+//! the uid still known, so the API server can match the 400-coded answer — without a second
+//! parse of the body. The objects stay raw until the request's kind says how to read them, and
+//! are then read into small typed structs (metadata, and for workloads the container images)
+//! with everything else skipped by the parser. kube's `AdmissionRequest<DynamicObject>` instead
+//! builds every object as a `serde_json::Value`: for a 20 KiB review that was 85% of the
+//! request path.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// `{"request": …}`.
+/// `{"apiVersion": …, "kind": …, "request": …}`.
 #[derive(Deserialize)]
-pub(super) struct Review {
-    #[serde(default)]
-    pub request: Option<Request>,
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawReview<'a> {
+    #[serde(default, borrow)]
+    pub api_version: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub kind: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub request: Option<RawRequest<'a>>,
 }
 
-/// `request` of an `admission.k8s.io/v1` AdmissionReview.
-#[derive(Debug, Deserialize)]
+/// `request`, each field still raw.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Request {
+pub(super) struct RawRequest<'a> {
+    #[serde(default, borrow)]
+    pub uid: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub kind: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub sub_resource: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub name: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub namespace: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub operation: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub user_info: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub object: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub old_object: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub dry_run: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub options: Option<&'a RawValue>,
+}
+
+/// `request` of an `admission.k8s.io/v1` AdmissionReview, typed.
+#[derive(Debug)]
+pub struct Request<'a> {
     pub uid: String,
     pub kind: Gvk,
-    #[serde(default)]
     pub sub_resource: Option<String>,
-    #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub namespace: Option<String>,
     pub operation: Operation,
-    #[serde(default)]
     pub user_info: UserInfo,
-    #[serde(default)]
-    pub object: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub old_object: Option<Box<RawValue>>,
-    #[serde(default)]
+    pub object: Option<&'a RawValue>,
+    pub old_object: Option<&'a RawValue>,
     pub dry_run: Option<bool>,
-    #[serde(default)]
     pub options: Option<Options>,
 }
 
@@ -63,6 +91,17 @@ pub enum Operation {
     Connect,
 }
 
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct UserInfo {
     #[serde(default)]
@@ -78,10 +117,12 @@ pub struct Options {
     pub field_manager: Option<String>,
 }
 
-/// An object: its metadata and, for workloads, its spec (`S` = `workload::Spec`), or nothing
-/// else (`S` = `IgnoredAny`).
+/// An object: its kind, its metadata and, for workloads, its spec (`S` = `workload::Spec`),
+/// or nothing else (`S` = `IgnoredAny`).
 #[derive(Debug, Deserialize)]
 pub struct Object<S = IgnoredAny> {
+    #[serde(default)]
+    pub kind: Option<String>,
     #[serde(default)]
     pub metadata: Meta,
     #[serde(default)]
@@ -95,6 +136,8 @@ pub struct Meta {
     pub name: Option<String>,
     #[serde(default)]
     pub namespace: Option<String>,
+    #[serde(default)]
+    pub uid: Option<String>,
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -129,4 +172,38 @@ pub struct ManagedField {
     /// Read only when ownership of a container's image matters (a Helm write).
     #[serde(default, rename = "fieldsV1")]
     pub fields_v1: Option<Box<RawValue>>,
+}
+
+/// The AdmissionReview sent back.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ResponseReview<'a> {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub response: Response<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Response<'a> {
+    pub uid: &'a str,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub warnings: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    /// base64 of the JSON Patch, as `admission.k8s.io/v1` documents it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct Status<'a> {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: &'a str,
 }

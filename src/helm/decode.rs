@@ -15,12 +15,12 @@ const GZIP_MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
 
 /// Bounds on what one release record may cost.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub struct DecodeLimits {
     /// Largest decompressed release JSON accepted.
     pub max_decompressed: usize,
 }
 
-impl Default for Limits {
+impl Default for DecodeLimits {
     fn default() -> Self {
         Self {
             max_decompressed: 32 << 20,
@@ -66,7 +66,7 @@ pub enum DecodeError {
     /// The gzip stream is corrupt or truncated.
     #[error("{object}: data.release is not a valid gzip stream")]
     Gzip { object: String },
-    /// Decompression would exceed [`Limits::max_decompressed`].
+    /// Decompression would exceed [`DecodeLimits::max_decompressed`].
     #[error("{object}: release exceeds {limit} bytes decompressed")]
     TooLarge { object: String, limit: usize },
     /// The JSON is malformed or of the wrong shape.
@@ -153,7 +153,7 @@ struct RawMetadata {
 /// Decodes one release record. The record must describe a release in the object's own
 /// namespace, under the object's own name (`sh.helm.release.v1.<name>.v<revision>`): a record
 /// in namespace A cannot speak for a release in namespace B.
-pub fn decode(src: RecordSource<'_>, limits: Limits) -> Result<DecodedRelease, DecodeError> {
+pub fn decode(src: RecordSource<'_>, limits: DecodeLimits) -> Result<DecodedRelease, DecodeError> {
     let object = || src.object();
     let compressed = STANDARD
         .decode(trim_ascii(src.release))
@@ -292,8 +292,11 @@ mod tests {
         let gz = encode_release(json.as_bytes());
         let plain = STANDARD.encode(json.as_bytes());
         for data in [gz.as_bytes(), plain.as_bytes()] {
-            let r =
-                decode(src("sh.helm.release.v1.pg.v3", data), Limits::default()).expect("decodes");
+            let r = decode(
+                src("sh.helm.release.v1.pg.v3", data),
+                DecodeLimits::default(),
+            )
+            .expect("decodes");
             assert_eq!(r.revision, 3);
             assert_eq!(r.status, Status::Deployed);
             assert_eq!(&*r.key.name, "pg");
@@ -331,7 +334,7 @@ mod tests {
         for (name, data, label) in cases {
             let err = decode(
                 src(name, &data),
-                Limits {
+                DecodeLimits {
                     max_decompressed: 1024,
                 },
             )
@@ -358,7 +361,7 @@ mod tests {
         let data = encode_release(json.to_string().as_bytes());
         let r = decode(
             src("sh.helm.release.v1.pg.v3", data.as_bytes()),
-            Limits::default(),
+            DecodeLimits::default(),
         )
         .expect("decodes");
         assert_eq!(r.status, Status::PendingUpgrade);
@@ -375,7 +378,7 @@ mod tests {
         let data = encode_release(json.as_bytes());
         let err = decode(
             src("sh.helm.release.v1.pg.v3", data.as_bytes()),
-            Limits::default(),
+            DecodeLimits::default(),
         )
         .expect_err("namespace mismatch");
         assert_eq!(err.label(), "inconsistent");

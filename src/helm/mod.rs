@@ -22,12 +22,13 @@ pub mod build;
 pub mod coalesce;
 mod decode;
 mod manifest;
+pub mod record;
 
 use std::fmt;
 use std::sync::Arc;
 
 pub(crate) use decode::json_category;
-pub use decode::{DecodeError, DecodedRelease, Limits, RecordKind, RecordSource, decode};
+pub use decode::{DecodeError, DecodeLimits, DecodedRelease, RecordKind, RecordSource, decode};
 pub use manifest::{ManifestIndex, index_manifest, split_manifests};
 
 use crate::values::ValuesSummary;

@@ -10,10 +10,12 @@
 use serde_json::json;
 
 use super::{
-    EventIntent, Mode, Operation, RecordFacts, Releases, Request, Settings, StaleValues, Verdict,
-    Webhook, short,
+    EventIntent, Facts, Mode, Operation, RecordFacts, Releases, Settings, StaleValues, Verdict,
+    Webhook,
 };
+use crate::actor::Writer;
 use crate::helm::Status;
+use crate::text::{self, warning as short};
 use crate::values::{self, ValuesSummary};
 
 /// At most this many pins are spelled out (the API server ignores warnings past 4 KiB).
@@ -21,15 +23,30 @@ const MAX_PINS: usize = 8;
 
 pub(super) fn decide(
     webhook: Webhook,
-    req: &Request,
+    req: &Facts,
     record: &RecordFacts,
     releases: &impl Releases,
     settings: &Settings,
-    actor: &'static str,
+    writer: &Writer,
 ) -> Verdict {
+    let actor = writer.actor.label();
     let mut v = Verdict::allow(actor);
-    let RecordFacts::Decoded(rev) = record else {
-        return v;
+    let rev = match record {
+        RecordFacts::Decoded(rev) => rev,
+        // Never block Helm for a record we cannot read, but never skip the check unseen.
+        RecordFacts::Undecodable(why) => {
+            if settings.mode == Mode::Off || settings.stale_values == StaleValues::Off {
+                return v;
+            }
+            return Verdict::notice(
+                webhook,
+                actor,
+                &format!(
+                    "helm-guard: release record not checked for stale values: {}",
+                    text::field(why)
+                ),
+            );
+        }
     };
     if webhook == Webhook::Mutate
         || settings.mode == Mode::Off

@@ -3,13 +3,16 @@
 
 use serde_json::json;
 
+use super::resolve::{cronjob_of, deployment_of};
 use super::*;
 use crate::actor::WriterFacts;
-use crate::helm::Limits;
+use crate::helm::DecodeLimits;
 use crate::helm::build::{Chart, History};
 use crate::helm::coalesce::UpgradeValues;
+use crate::helm::record::index_record;
 use crate::image::Image;
-use crate::store::{Index, index_record};
+use crate::store::Index;
+use crate::text::{WARNING_MAX, clip, warning as short};
 
 const CANARY: &str = "CANARY-pa55w0rd-never-print";
 const NOW: &str = "2026-11-26T12:00:00Z";
@@ -94,7 +97,7 @@ fn history() -> History {
 fn index_of(h: &History) -> Index {
     let mut idx = Index::default();
     for r in &h.revisions {
-        let rev = index_record(&r.secret(), Limits::default())
+        let rev = index_record(&r.secret(), DecodeLimits::default())
             .expect("a record")
             .expect("decodes");
         idx.apply(rev);
@@ -115,8 +118,8 @@ fn containers(list: &[(&str, &str)]) -> Vec<Container> {
 const CHART_INIT: &str = "registry.example.com:5000/team/migrate:1.27";
 
 /// An UPDATE of Deployment shop/web by `kubectl set image`, from 1.27 to `new`.
-fn update(new: &str) -> Request {
-    Request {
+fn update(new: &str) -> Facts {
+    Facts {
         operation: Operation::Update,
         kind: Some(WorkloadKind::Deployment),
         namespace: "shop".into(),
@@ -142,10 +145,16 @@ fn update(new: &str) -> Request {
         old_allow_drift: None,
         old_drift_mark: None,
         record: None,
+        object_uid: None,
     }
 }
 
-fn decide_in(mode: Mode, webhook: Webhook, req: &Request, idx: &Index) -> Verdict {
+/// A patch as the JSON the API server receives.
+fn ops(p: &json_patch::Patch) -> serde_json::Value {
+    serde_json::to_value(p).expect("serialises")
+}
+
+fn decide_in(mode: Mode, webhook: Webhook, req: &Facts, idx: &Index) -> Verdict {
     decide(webhook, req, idx, &Settings::new(mode), NOW)
 }
 
@@ -242,12 +251,17 @@ fn what_is_not_a_violation() {
     let untouched = update("nginx:1.27");
     let mut still_drifting_untouched = update("nginx:1.26");
     still_drifting_untouched.old_containers = Some(still_drifting_untouched.containers.clone());
+    // Injected when the object was created: already in the old object, so not "added".
     let mut sidecar = update("nginx:1.27");
-    sidecar.containers.push(Container {
+    let injected = Container {
         name: "istio-proxy".into(),
         image: Image::new("istio/proxyv2:1.22"),
         init: false,
-    });
+    };
+    sidecar.containers.push(injected.clone());
+    if let Some(old) = sidecar.old_containers.as_mut() {
+        old.push(injected);
+    }
     let mut controller = update("nginx:1.26");
     controller.writer.user = "system:serviceaccount:kube-system:deployment-controller".into();
     controller.writer.field_manager = None;
@@ -265,7 +279,7 @@ fn what_is_not_a_violation() {
             "old drift, this edit does not touch images",
             still_drifting_untouched,
         ),
-        ("container the chart does not render", sidecar),
+        ("injected container already in the old object", sidecar),
         ("Kubernetes controller", controller),
         ("not Helm-managed", not_helm),
         ("delete", delete),
@@ -294,7 +308,10 @@ fn break_glass_allows_and_records_in_every_mode() {
         );
         assert_eq!(v.events[0].reason, "BreakGlassDrift");
         let m = decide_in(mode, Webhook::Mutate, &req, &idx);
-        let value = m.patch[0]["value"].as_str().expect("mark value");
+        let value = ops(&m.patch)[0]["value"]
+            .as_str()
+            .expect("mark value")
+            .to_owned();
         assert!(value.contains("INC-4711"), "{value}");
     }
     // A break-glass left on the object by an earlier edit does not open it for good.
@@ -312,12 +329,12 @@ fn mark_is_idempotent_and_removed_when_back_in_line() {
     let mut req = update("nginx:1.26");
     req.has_annotations = false;
     let first = decide_in(Mode::Audit, Webhook::Mutate, &req, &idx);
-    assert_eq!(first.patch.len(), 1);
-    assert_eq!(first.patch[0]["path"], "/metadata/annotations");
+    assert_eq!(first.patch.0.len(), 1);
+    assert_eq!(ops(&first.patch)[0]["path"], "/metadata/annotations");
 
     // Apply the patch for real to an object, then run the mutating webhook on its output.
     let mut obj = json!({"metadata": {"name": "web"}});
-    let patch: json_patch::Patch = serde_json::from_value(json!(first.patch)).expect("RFC 6902");
+    let patch: json_patch::Patch = serde_json::from_value(ops(&first.patch)).expect("RFC 6902");
     json_patch::patch(&mut obj, &patch).expect("applies");
     let mark = obj["metadata"]["annotations"][DRIFT_MARK]
         .as_str()
@@ -328,7 +345,7 @@ fn mark_is_idempotent_and_removed_when_back_in_line() {
     again.drift_mark = Some(mark.clone());
     let second = decide_later(&again, &idx, "2026-11-26T12:00:05Z");
     assert!(
-        second.patch.is_empty(),
+        second.patch.0.is_empty(),
         "reinvocation must not patch: {:?}",
         second.patch
     );
@@ -342,15 +359,15 @@ fn mark_is_idempotent_and_removed_when_back_in_line() {
     fixed.drift_mark = Some(mark);
     let v = decide_in(Mode::Audit, Webhook::Mutate, &fixed, &idx);
     assert_eq!(
-        v.patch,
-        vec![json!({"op": "remove", "path": "/metadata/annotations/helm-guard.io~1drift"})]
+        ops(&v.patch),
+        json!([{"op": "remove", "path": "/metadata/annotations/helm-guard.io~1drift"}])
     );
-    let patch: json_patch::Patch = serde_json::from_value(json!(v.patch)).expect("RFC 6902");
+    let patch: json_patch::Patch = serde_json::from_value(ops(&v.patch)).expect("RFC 6902");
     json_patch::patch(&mut obj, &patch).expect("applies");
     assert!(obj["metadata"]["annotations"].get(DRIFT_MARK).is_none());
 }
 
-fn decide_later(req: &Request, idx: &Index, now: &str) -> Verdict {
+fn decide_later(req: &Facts, idx: &Index, now: &str) -> Verdict {
     decide(Webhook::Mutate, req, idx, &Settings::new(Mode::Audit), now)
 }
 
@@ -577,8 +594,8 @@ fn helm_overwriting_manual_drift_says_who_set_it() {
 }
 
 /// A release-record write of the newest revision of `h`.
-fn record_write(h: &History) -> Request {
-    let rev = index_record(&h.last().secret(), Limits::default())
+fn record_write(h: &History) -> Facts {
+    let rev = index_record(&h.last().secret(), DecodeLimits::default())
         .expect("record")
         .expect("decodes");
     let mut req = update("nginx:1.27");
@@ -715,4 +732,228 @@ fn records_that_are_not_stale_pass_silently() {
     let mut broken = record_write(&h);
     broken.record = Some(RecordFacts::Undecodable("Secret shop/x: not base64".into()));
     assert!(decide(Webhook::Validate, &broken, &index_of(&h), &settings, NOW).allowed);
+}
+
+/// Enforce cannot be walked around by renaming, adding or swapping containers.
+#[test]
+fn renamed_added_and_swapped_containers_are_judged() {
+    let idx = index_of(&history());
+    let c = |name: &str, image: &str, init: bool| Container {
+        name: name.into(),
+        image: Image::new(image),
+        init,
+    };
+    let with = |new: Vec<Container>, old: Vec<Container>| {
+        let mut f = update("nginx:1.27");
+        f.containers = new;
+        f.old_containers = Some(old);
+        f
+    };
+    let chart = || {
+        vec![
+            c("app", "nginx:1.27", false),
+            c("migrate", CHART_INIT, true),
+        ]
+    };
+    let plus = |extra: Container| {
+        let mut v = chart();
+        v.push(extra);
+        v
+    };
+    // (what, facts, denied, the container named in the denial)
+    let cases = [
+        (
+            "rename with a new image",
+            with(
+                vec![
+                    c("app2", "ghcr.io/acme/web:6.6.6", false),
+                    c("migrate", CHART_INIT, true),
+                ],
+                chart(),
+            ),
+            true,
+            "app2",
+        ),
+        (
+            "rename keeping the chart's image",
+            with(
+                vec![
+                    c("app2", "nginx:1.27", false),
+                    c("migrate", CHART_INIT, true),
+                ],
+                chart(),
+            ),
+            false,
+            "",
+        ),
+        (
+            "add a container",
+            with(plus(c("debug", "busybox:1.36", false)), chart()),
+            true,
+            "debug",
+        ),
+        (
+            "add an init container",
+            with(plus(c("pre", "evil.example.com/x:1", true)), chart()),
+            true,
+            "pre",
+        ),
+        (
+            "remove and add",
+            with(
+                vec![
+                    c("web", "nginx:1.26", false),
+                    c("migrate", CHART_INIT, true),
+                ],
+                chart(),
+            ),
+            true,
+            "web",
+        ),
+        (
+            "change an injected container's image",
+            with(
+                plus(c("istio-proxy", "evil/proxy:1", false)),
+                plus(c("istio-proxy", "istio/proxyv2:1.22", false)),
+            ),
+            true,
+            "istio-proxy",
+        ),
+        (
+            "injected container unchanged",
+            with(
+                plus(c("istio-proxy", "istio/proxyv2:1.22", false)),
+                plus(c("istio-proxy", "istio/proxyv2:1.22", false)),
+            ),
+            false,
+            "",
+        ),
+        (
+            "second step of a split edit: the renamed container's image changes",
+            with(
+                vec![
+                    c("app2", "nginx:1.26", false),
+                    c("migrate", CHART_INIT, true),
+                ],
+                vec![
+                    c("app2", "nginx:1.27", false),
+                    c("migrate", CHART_INIT, true),
+                ],
+            ),
+            true,
+            "app2",
+        ),
+        (
+            "container removed",
+            with(vec![c("app", "nginx:1.27", false)], chart()),
+            false,
+            "",
+        ),
+    ];
+    for (what, facts, denied, named) in cases {
+        let v = decide_in(Mode::Enforce, Webhook::Validate, &facts, &idx);
+        assert_eq!(!v.allowed, denied, "{what}: {v:?}");
+        if denied {
+            let msg = v.message.as_deref().unwrap_or_default();
+            assert!(
+                msg.contains(&format!("container {named:?}")),
+                "{what}: {msg}"
+            );
+        }
+        let mut audit = decide_in(Mode::Audit, Webhook::Mutate, &facts, &idx);
+        assert_eq!(audit.patch.0.is_empty(), !denied, "{what}: mark in audit");
+        audit.patch.0.clear();
+    }
+    // CREATE by hand of an object the chart renders, with an extra container.
+    let mut create = with(plus(c("debug", "busybox:1.36", false)), vec![]);
+    create.operation = Operation::Create;
+    create.old_containers = None;
+    assert!(!decide_in(Mode::Enforce, Webhook::Validate, &create, &idx).allowed);
+}
+
+/// An added container let through in audit stays in the mark while it runs.
+#[test]
+fn an_added_container_stays_marked_until_it_is_gone() {
+    let idx = index_of(&history());
+    let debug = Container {
+        name: "debug".into(),
+        image: Image::new("busybox:1.36"),
+        init: false,
+    };
+    let mut add = update("nginx:1.27");
+    add.containers.push(debug.clone());
+    let first = decide_in(Mode::Audit, Webhook::Mutate, &add, &idx);
+    let mut obj = json!({"metadata": {"name": "web", "annotations": {}}});
+    json_patch::patch(&mut obj, &first.patch).expect("applies");
+    let mark = obj["metadata"]["annotations"][DRIFT_MARK]
+        .as_str()
+        .expect("mark")
+        .to_owned();
+    assert!(mark.contains("\"chartImage\":\"\""), "{mark}");
+    // A later edit that does not touch images keeps the mark (no patch at all).
+    let mut later = update("nginx:1.27");
+    later.containers.push(debug.clone());
+    later.old_containers = Some(later.containers.clone());
+    later.drift_mark = Some(mark.clone());
+    let v = decide_in(Mode::Audit, Webhook::Mutate, &later, &idx);
+    assert!(v.patch.0.is_empty(), "{:?}", v.patch);
+    // The container removed: the mark goes.
+    let mut gone = update("nginx:1.27");
+    gone.old_containers = Some(later.containers.clone());
+    gone.drift_mark = Some(mark);
+    let v = decide_in(Mode::Audit, Webhook::Mutate, &gone, &idx);
+    assert_eq!(ops(&v.patch)[0]["op"], "remove");
+}
+
+/// Answers stay within a few KiB whatever the input, and show no control characters.
+#[test]
+fn answers_are_bounded_and_printable() {
+    let idx = index_of(&history());
+    let mut many = update("nginx:1.27");
+    for i in 0..10_000 {
+        many.containers.push(Container {
+            name: format!("c{i}").into(),
+            image: Image::new(&format!("evil.example.com/x:{i}")),
+            init: false,
+        });
+    }
+    let huge = format!("nginx:{}", "9".repeat(1 << 20));
+    many.containers[0].image = Image::new(&huge);
+    let deny = decide_in(Mode::Enforce, Webhook::Validate, &many, &idx);
+    let msg = deny.message.as_deref().unwrap_or_default();
+    assert!(msg.len() < 4096, "denial {} bytes", msg.len());
+    assert!(msg.contains("and 9996 more"), "{msg}");
+    let audit = decide_in(Mode::Audit, Webhook::Validate, &many, &idx);
+    let total: usize = audit.warnings.iter().map(String::len).sum::<usize>()
+        + audit
+            .audit_annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    assert!(total < 16 << 10, "audit answer {total} bytes");
+    assert!(
+        audit
+            .audit_annotations
+            .iter()
+            .any(|(k, v)| k == "drift-total" && v == "10001")
+    );
+    let mark = decide_in(Mode::Audit, Webhook::Mutate, &many, &idx);
+    let size = serde_json::to_vec(&mark.patch).expect("json").len();
+    assert!(size < 16 << 10, "mark patch {size} bytes");
+    let events: usize = audit.events.iter().map(|e| e.note.len()).sum();
+    assert!(events <= 1024, "{events}");
+
+    let mut hostile = update("evil.example.com/x:1\u{1b}[31m\u{202e}");
+    hostile.allow_drift = None;
+    let v = decide_in(Mode::Enforce, Webhook::Validate, &hostile, &idx);
+    let msg = v.message.as_deref().unwrap_or_default();
+    assert!(
+        !msg.contains('\u{1b}') && !msg.contains('\u{202e}'),
+        "{msg:?}"
+    );
+    assert!(msg.contains("\\u{1b}"), "{msg}");
+    let v = decide_in(Mode::Audit, Webhook::Validate, &hostile, &idx);
+    for w in &v.warnings {
+        assert!(!w.contains('\u{1b}') && !w.contains('\u{202e}'), "{w:?}");
+    }
 }

@@ -1,0 +1,250 @@
+//! From the typed request to [`Facts`]: what the policy needs to know about one write, lifted
+//! out of the raw objects — metadata, owner references, container images old and new, who owns
+//! each image field in `managedFields`, and a release record decoded within its limits.
+
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::ReviewError;
+use super::wire::{self, Request};
+use crate::actor::{ManagedEntry, WriterFacts};
+use crate::helm::ReleaseKey;
+use crate::helm::record::index_record;
+use crate::policy::{
+    ALLOW_DRIFT, DRIFT_MARK, Facts, ImageOwner, Operation, Owner, RELEASE_NAME, RELEASE_NAMESPACE,
+    RecordFacts, Settings,
+};
+use crate::workload::{Container, Spec, WorkloadKind};
+
+/// An object of the request, read as far as the guard needs: metadata, and for a workload
+/// the containers of its pod template.
+struct Read {
+    meta: wire::Meta,
+    containers: Vec<Container>,
+}
+
+fn read(
+    raw: Option<&RawValue>,
+    kind: Option<WorkloadKind>,
+    which: &'static str,
+) -> Result<Option<Read>, ReviewError> {
+    let Some(raw) = raw else { return Ok(None) };
+    if raw.get() == "null" {
+        return Ok(None);
+    }
+    Ok(Some(match kind {
+        Some(kind) => {
+            let obj: wire::Object<Spec> =
+                serde_json::from_str(raw.get()).map_err(|_| ReviewError::Spec { which, kind })?;
+            if obj.kind.as_deref().is_some_and(|k| k != kind.as_str()) {
+                return Err(ReviewError::KindMismatch { which, kind });
+            }
+            Read {
+                containers: obj.spec.unwrap_or_default().containers(kind),
+                meta: obj.metadata,
+            }
+        }
+        None => {
+            let obj: wire::Object =
+                serde_json::from_str(raw.get()).map_err(|_| ReviewError::Object { which })?;
+            Read {
+                meta: obj.metadata,
+                containers: Vec::new(),
+            }
+        }
+    }))
+}
+
+fn managed(meta: Option<&wire::Meta>) -> Vec<ManagedEntry> {
+    meta.and_then(|m| m.managed_fields.as_ref())
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| ManagedEntry {
+                    manager: e.manager.clone().unwrap_or_default(),
+                    operation: e.operation.clone().unwrap_or_default(),
+                    subresource: e.subresource.clone().unwrap_or_default(),
+                    time: e.time.clone().unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Who owns each container's `image` field in an object, per its `managedFields`
+/// (`f:spec…f:containers.k:{"name":"x"}.f:image`, at the kind's pod-spec depth).
+fn image_owners(meta: Option<&wire::Meta>, kind: WorkloadKind) -> Vec<ImageOwner> {
+    let path: &[&str] = match kind {
+        WorkloadKind::Pod => &["f:spec"],
+        WorkloadKind::CronJob => &["f:spec", "f:jobTemplate", "f:spec", "f:template", "f:spec"],
+        _ => &["f:spec", "f:template", "f:spec"],
+    };
+    let mut out = Vec::new();
+    let entries = meta.and_then(|m| m.managed_fields.as_ref());
+    for e in entries.into_iter().flatten() {
+        let Some(fields) = e
+            .fields_v1
+            .as_ref()
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        else {
+            continue;
+        };
+        let Some(pod) = path.iter().try_fold(&fields, |v, k| v.get(*k)) else {
+            continue;
+        };
+        for list in ["f:containers", "f:initContainers"] {
+            let Some(Value::Object(items)) = pod.get(list) else {
+                continue;
+            };
+            for (key, item) in items {
+                let Some(name) = key
+                    .strip_prefix("k:")
+                    .and_then(|k| serde_json::from_str::<Value>(k).ok())
+                    .and_then(|k| k.get("name").and_then(Value::as_str).map(str::to_owned))
+                else {
+                    continue;
+                };
+                if item.get("f:image").is_some() {
+                    out.push(ImageOwner {
+                        container: name,
+                        manager: e.manager.clone().unwrap_or_default(),
+                        time: e.time.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The release record an admission request carries, if it is one (a Secret of type
+/// `helm.sh/release.v1` or a ConfigMap labelled `owner=helm`), decoded within `settings`'
+/// limits. Only these objects are read whole.
+fn record_of(req: &Request<'_>, settings: &Settings) -> Option<RecordFacts> {
+    let core = req.kind.group.is_empty() && req.sub_resource.as_deref().unwrap_or("").is_empty();
+    if !core || !matches!(req.kind.kind.as_str(), "Secret" | "ConfigMap") {
+        return None;
+    }
+    let mut obj: Value = serde_json::from_str(req.object.as_ref()?.get()).ok()?;
+    if !obj.is_object() {
+        return None;
+    }
+    obj["kind"] = json!(req.kind.kind);
+    if obj.pointer("/metadata/namespace").is_none()
+        && let Some(ns) = &req.namespace
+        && obj.get("metadata").is_some_and(Value::is_object)
+    {
+        obj["metadata"]["namespace"] = json!(ns);
+    }
+    Some(match index_record(&obj, settings.record_limits)? {
+        Ok(rev) => RecordFacts::Decoded(rev),
+        Err(e) => RecordFacts::Undecodable(e.to_string()),
+    })
+}
+
+/// The workload kind a request is about: `None` for other kinds and for subresources (scale,
+/// status, ephemeralcontainers never change a chart's images).
+pub fn workload_kind(req: &Request<'_>) -> Option<WorkloadKind> {
+    if req.sub_resource.as_deref().unwrap_or("").is_empty() {
+        WorkloadKind::from_group_kind(&req.kind.group, &req.kind.kind)
+    } else {
+        None
+    }
+}
+
+/// Lifts the facts the policy needs out of an admission request. A workload CREATE or UPDATE
+/// must carry a readable object of the request's kind.
+pub fn facts(req: &Request<'_>, settings: &Settings) -> Result<Facts, ReviewError> {
+    let kind = workload_kind(req);
+    let object = read(req.object, kind, "new")?;
+    let old = read(req.old_object, kind, "old")?;
+    if let Some(kind) = kind
+        && matches!(
+            req.operation,
+            wire::Operation::Create | wire::Operation::Update
+        )
+        && object.is_none()
+    {
+        return Err(ReviewError::NoObject { kind });
+    }
+    let meta = object.as_ref().map(|o| &o.meta);
+    let old_meta = old.as_ref().map(|o| &o.meta);
+    let annotations: Option<&BTreeMap<String, String>> = meta.and_then(|m| m.annotations.as_ref());
+    let annotation = |k: &str| annotations.and_then(|a| a.get(k)).cloned();
+    let namespace = req
+        .namespace
+        .clone()
+        .or_else(|| meta.and_then(|m| m.namespace.clone()))
+        .unwrap_or_default();
+    let name = if req.name.is_empty() {
+        meta.and_then(|m| m.name.clone()).unwrap_or_default()
+    } else {
+        req.name.clone()
+    };
+    let release_annotation = annotation(RELEASE_NAME).map(|rel| {
+        let ns = annotation(RELEASE_NAMESPACE).unwrap_or_else(|| namespace.clone());
+        ReleaseKey::new(&ns, &rel)
+    });
+    let owner_refs = meta.and_then(|m| m.owner_references.as_ref());
+    let controllers: Vec<Owner> = owner_refs
+        .map(|refs| {
+            let has_controller = refs.iter().any(|r| r.controller == Some(true));
+            refs.iter()
+                .filter(|r| !has_controller || r.controller == Some(true))
+                .map(|r| Owner {
+                    kind: r.kind.clone(),
+                    name: r.name.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let field_manager = req.options.as_ref().and_then(|o| o.field_manager.clone());
+    Ok(Facts {
+        operation: match req.operation {
+            wire::Operation::Create => Operation::Create,
+            wire::Operation::Update => Operation::Update,
+            wire::Operation::Delete => Operation::Delete,
+            wire::Operation::Connect => Operation::Connect,
+        },
+        kind,
+        namespace,
+        name,
+        writer: WriterFacts {
+            user: req.user_info.username.clone().unwrap_or_default(),
+            groups: req.user_info.groups.clone().unwrap_or_default(),
+            field_manager,
+            new_managed: managed(meta),
+            old_managed: managed(old_meta),
+        },
+        release_annotation,
+        allow_drift: annotation(ALLOW_DRIFT),
+        drift_mark: annotation(DRIFT_MARK),
+        has_annotations: annotations.is_some(),
+        owners: controllers,
+        pod_template_hash: meta
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get("pod-template-hash"))
+            .cloned(),
+        old_image_owners: kind.map(|k| image_owners(old_meta, k)).unwrap_or_default(),
+        old_allow_drift: old_meta
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(ALLOW_DRIFT))
+            .cloned(),
+        old_drift_mark: old_meta
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(DRIFT_MARK))
+            .cloned(),
+        object_uid: old_meta
+            .and_then(|m| m.uid.clone())
+            .or_else(|| meta.and_then(|m| m.uid.clone())),
+        record: record_of(req, settings),
+        containers: object.map(|o| o.containers).unwrap_or_default(),
+        old_containers: if kind.is_some() {
+            old.map(|o| o.containers)
+        } else {
+            None
+        },
+    })
+}

@@ -1,0 +1,206 @@
+//! The two answers built from one [`Assessment`]: the validating webhook decides and speaks
+//! (denial, warnings, audit annotations, Events); the mutating webhook only keeps the drift
+//! mark. Splitting them keeps each answer to what its webhook says — kubectl prints every
+//! warning once per webhook, and the audit log would carry each annotation twice.
+//!
+//! Every answer is bounded whatever the request holds: at most [`NAMED`] containers are
+//! spelled out in a denial or an Event (the rest are counted), at most [`super::MAX_WARNINGS`]
+//! warnings of ≤ 256 bytes, and the mark and the `drift` audit annotation list at most
+//! [`super::mark::MAX_ENTRIES`] entries.
+
+use super::drift::Assessment;
+use super::mark::{self, Recorder};
+use super::overwritten::overwritten_drift;
+use super::{
+    ALLOW_DRIFT, Drift, EventIntent, Facts, MAX_WARNINGS, Mode, Settings, Verdict,
+    mark::MAX_ENTRIES,
+};
+use crate::image;
+use crate::text::{self, clip};
+
+/// Most containers named in a denial message or an Event note.
+const NAMED: usize = 5;
+
+/// The validating webhook's answer.
+pub fn validate(a: &Assessment, facts: &Facts, settings: &Settings, now: &str) -> Verdict {
+    let mut v = Verdict::allow(a.actor);
+    v.drifts = a.violations.clone();
+    if a.trusted_helm {
+        v.warnings = overwritten_drift(facts);
+    }
+    if a.violations.is_empty() {
+        return v;
+    }
+    let recorder = recorder(a, facts, now);
+    let release = &a.release;
+    match (a.reason.as_deref(), settings.mode) {
+        (Some(reason), _) => {
+            for d in &a.violations {
+                v.warnings.push(text::warning(&format!(
+                    "helm-guard: break-glass ({}): {} runs {}, chart {}",
+                    text::shown(reason, 40),
+                    d.container,
+                    image::brief(&d.live_image),
+                    renders(d),
+                )));
+            }
+            v.audit_annotations
+                .push(("allow-drift".into(), text::shown(reason, 200)));
+            v.audit_annotations
+                .push(("drift".into(), recorder.json(&a.violations, Some(reason))));
+            v.events.push(event(
+                "BreakGlassDrift",
+                format!("image drift from release {release} allowed by {ALLOW_DRIFT}"),
+                &a.violations,
+            ));
+        }
+        (None, Mode::Enforce) => {
+            v.allowed = false;
+            v.message = Some(denial(a));
+            v.events.push(event(
+                "ImageDriftDenied",
+                format!("denied image drift from release {release}"),
+                &a.violations,
+            ));
+        }
+        (None, _) => {
+            for d in &a.violations {
+                v.warnings.push(text::warning(&format!(
+                    "helm-guard: {} runs {}; release {} rev {} {}",
+                    d.container,
+                    image::brief(&d.live_image),
+                    release.name,
+                    a.revision,
+                    renders(d),
+                )));
+            }
+            v.warnings.push(text::warning(&format!(
+                "helm-guard: the next helm upgrade reverts it; to keep it, set it in the values of {}",
+                release.name
+            )));
+            v.audit_annotations
+                .push(("drift".into(), recorder.json(&a.violations, None)));
+            v.events.push(event(
+                "ImageDriftAudited",
+                format!("image drift from release {release}"),
+                &a.violations,
+            ));
+        }
+    }
+    if a.violations.len() > MAX_ENTRIES {
+        v.audit_annotations
+            .push(("drift-total".into(), a.violations.len().to_string()));
+    }
+    if v.warnings.len() > MAX_WARNINGS {
+        // The API server ignores warnings past 4 KiB in total.
+        let more = v.warnings.len() - MAX_WARNINGS;
+        v.warnings.truncate(MAX_WARNINGS);
+        v.warnings.push(format!(
+            "helm-guard: {} and {more} more; see the audit annotation",
+            text::ELLIPSIS
+        ));
+    }
+    v
+}
+
+/// The mutating webhook's answer: only the mark.
+pub fn mutate(a: &Assessment, facts: &Facts, settings: &Settings, now: &str) -> Verdict {
+    let mut v = Verdict::allow(a.actor);
+    v.drifts = a.violations.clone();
+    if a.violations.is_empty() {
+        if a.current.is_empty() && facts.drift_mark.is_some() {
+            v.patch = mark::removal();
+        }
+        return v;
+    }
+    // Enforce without break-glass: the validating webhook denies; nothing to mark.
+    if a.reason.is_some() || settings.mode != Mode::Enforce {
+        v.patch = recorder(a, facts, now).patch(
+            facts.drift_mark.as_deref(),
+            facts.has_annotations,
+            &a.current,
+            &a.violations,
+            a.reason.as_deref(),
+        );
+    }
+    v
+}
+
+fn recorder<'a>(a: &'a Assessment, facts: &'a Facts, now: &'a str) -> Recorder<'a> {
+    Recorder {
+        manager: a.manager.as_deref(),
+        user: &facts.writer.user,
+        now,
+    }
+}
+
+/// `renders …` for a warning: the tag or digest alone when the repository is the same.
+fn renders(d: &Drift) -> String {
+    if d.chart_image.is_empty() {
+        "renders no such container".to_owned()
+    } else {
+        format!("renders {}", image::delta(&d.live_image, &d.chart_image))
+    }
+}
+
+fn denial(a: &Assessment) -> String {
+    let mut msg = format!(
+        "helm-guard: image drift from Helm release {} (revision {}) denied:",
+        a.release, a.revision
+    );
+    for d in a.violations.iter().take(NAMED) {
+        if d.chart_image.is_empty() {
+            msg.push_str(&format!(
+                " container {:?} requested {}, which the chart does not render (it renders no container of that name);",
+                d.container, d.live_image
+            ));
+        } else {
+            msg.push_str(&format!(
+                " container {:?} requested {}, the chart renders {};",
+                d.container, d.live_image, d.chart_image
+            ));
+        }
+    }
+    msg.pop();
+    if a.violations.len() > NAMED {
+        msg.push_str(&format!(
+            "; and {} more container(s)",
+            a.violations.len() - NAMED
+        ));
+    }
+    msg.push_str(&format!(
+        ". Change the image in the values of release {} and run helm upgrade, or, in an \
+         emergency, add the annotation {ALLOW_DRIFT}=\"<reason>\" in the same change.",
+        a.release.name
+    ));
+    msg
+}
+
+fn event(reason: &'static str, head: String, drifts: &[Drift]) -> EventIntent {
+    EventIntent {
+        reason,
+        note: text::warning(&format!("{head}: {}", summary(drifts))),
+        warning: true,
+        target: None,
+    }
+}
+
+fn summary(drifts: &[Drift]) -> String {
+    let mut s = drifts
+        .iter()
+        .take(NAMED)
+        .map(|d| {
+            let chart = if d.chart_image.is_empty() {
+                "not rendered"
+            } else {
+                clip(&d.chart_image, text::FIELD_MAX)
+            };
+            format!("{} {} (chart {chart})", d.container, d.live_image)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if drifts.len() > NAMED {
+        s.push_str(&format!(" and {} more", drifts.len() - NAMED));
+    }
+    s
+}

@@ -1,0 +1,117 @@
+//! Text shown to people: one place for the limits and the shaping of every line that leaves the
+//! process as a warning, a denial message, an annotation or an Event note.
+//!
+//! Three rules, because the text mixes our words with strings from the request (image
+//! references, container names, the break-glass reason, user names) that anyone can write:
+//!
+//! - **Bounded.** The API server truncates a warning past 256 bytes and keeps 4 KiB of them in
+//!   total; an annotation set counts against a 256 KiB budget per object. [`clip`] cuts on a
+//!   character boundary, [`warning`] fits one warning line with an ellipsis.
+//! - **Printable.** A terminal interprets `ESC[31m`; U+202E reverses what follows. [`shown`]
+//!   escapes control and bidirectional-format characters (`\u{1b}`) and caps the length, so a
+//!   hostile image reference reaches kubectl as inert text.
+//! - **One ellipsis.** `…` marks every cut.
+
+use std::borrow::Cow;
+
+/// Longest warning the API server passes on untruncated.
+pub const WARNING_MAX: usize = 256;
+/// A warning line that fits a terminal next to kubectl's or Helm's prefix.
+pub const WARNING_SOFT: usize = 120;
+/// The mark of a cut.
+pub const ELLIPSIS: char = '…';
+/// Longest request-supplied string (an image, a container name) quoted in any message.
+pub const FIELD_MAX: usize = 200;
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+pub fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `s` in at most `max` bytes, ending with [`ELLIPSIS`] when cut.
+pub fn abbreviate(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let keep = max.saturating_sub(ELLIPSIS.len_utf8());
+    Cow::Owned(format!("{}{ELLIPSIS}", clip(s, keep)))
+}
+
+/// One warning line the API server will not truncate: ≤ [`WARNING_MAX`] bytes.
+pub fn warning(s: &str) -> String {
+    abbreviate(s, WARNING_MAX).into_owned()
+}
+
+/// Whether a character must not reach a terminal as itself: C0/C1 controls, and the Unicode
+/// format characters that reorder or hide text (bidi embeddings and isolates, zero-width
+/// characters, the byte-order mark).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}' | '\u{061C}')
+}
+
+/// `s` with unsafe characters escaped as `\u{..}`.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_unsafe(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A request-supplied string as it may appear in a message: printable, at most `max` bytes.
+pub fn shown(s: &str, max: usize) -> String {
+    abbreviate(&printable(s), max).into_owned()
+}
+
+/// A request-supplied field (image, container, name) as quoted in messages.
+pub fn field(s: &str) -> String {
+    shown(s, FIELD_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_and_abbreviate_respect_char_boundaries() {
+        assert_eq!(clip("héllo", 2), "h");
+        assert_eq!(abbreviate("abcdef", 10), "abcdef");
+        let a = abbreviate("ééééé", 7);
+        assert!(a.len() <= 7 && a.ends_with(ELLIPSIS), "{a}");
+        assert_eq!(warning(&"x".repeat(1000)).len(), WARNING_MAX);
+    }
+
+    #[test]
+    fn hostile_characters_are_escaped() {
+        let cases = [
+            ("nginx:1.27", "nginx:1.27"),
+            ("evil\u{1b}[31m:1", "evil\\u{1b}[31m:1"),
+            ("a\u{202e}b", "a\\u{202e}b"),
+            ("a\nb\tc", "a\\u{a}b\\u{9}c"),
+            ("zero\u{200b}width", "zero\\u{200b}width"),
+            ("\u{feff}bom", "\\u{feff}bom"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(printable(input), want, "{input:?}");
+        }
+        let long = shown(&format!("\u{1b}{}", "a".repeat(1 << 20)), FIELD_MAX);
+        assert!(long.len() <= FIELD_MAX && long.starts_with("\\u{1b}"));
+    }
+}
