@@ -17,7 +17,7 @@ use crate::policy::{MissingRelease, Mode, Settings, StaleValues, Webhook};
 use crate::review::{self, ReviewOptions};
 use crate::server::{self, AppState};
 use crate::store::{Index, SharedIndex, load_files};
-use crate::{demo, events, lookup, reload, tls, watch};
+use crate::{demo, events, lookup, reload, text, tls, watch};
 
 /// A Kubernetes admission webhook that keeps Helm-managed workloads honest: it rejects (or
 /// records) manual image changes that differ from what the deployed Helm release renders.
@@ -356,7 +356,7 @@ pub fn run(args: Args) -> ExitCode {
                 Ok(0) => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::FAILURE,
                 Err(e) => {
-                    eprintln!("helm-guard demo: {e:#}");
+                    eprintln!("helm-guard demo: {}", text::error_chain(e.chain()));
                     ExitCode::from(2)
                 }
             }
@@ -364,7 +364,7 @@ pub fn run(args: Args) -> ExitCode {
         Command::Certs(a) => match certs(&a) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("helm-guard certs: {e:#}");
+                eprintln!("helm-guard certs: {}", text::error_chain(e.chain()));
                 ExitCode::from(2)
             }
         },
@@ -373,8 +373,9 @@ pub fn run(args: Args) -> ExitCode {
             match runtime().and_then(|rt| rt.block_on(serve(a))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "serve failed");
-                    eprintln!("helm-guard serve: {e:#}");
+                    let error = text::error_chain(e.chain());
+                    tracing::error!(%error, "serve failed");
+                    eprintln!("helm-guard serve: {error}");
                     ExitCode::from(2)
                 }
             }
@@ -440,6 +441,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     } else {
         let (loaded, report) =
             load_files(&a.releases, a.policy.limits()).context("loading releases")?;
+        for skipped in &report.skipped {
+            tracing::warn!(record = %skipped, "release record does not decode; skipped");
+        }
         tracing::info!(
             records = report.records,
             releases = loaded.len(),

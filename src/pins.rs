@@ -34,7 +34,12 @@ struct Row {
 /// Runs the report; returns the exit code (0, or 2 on bad input).
 pub fn run(opts: &PinsOptions, mut out: impl Write, mut err: impl Write) -> i32 {
     let index = match load_files(&opts.releases, opts.limits) {
-        Ok((index, _)) => index,
+        Ok((index, report)) => {
+            for skipped in &report.skipped {
+                let _ = writeln!(err, "helm-guard pins: skipping {skipped}");
+            }
+            index
+        }
         Err(e) => {
             let _ = writeln!(err, "helm-guard pins: {e}");
             return 2;

@@ -35,7 +35,7 @@ pub fn run(
     mut stdout: impl Write,
     mut stderr: impl Write,
 ) -> i32 {
-    match review(opts, stdin) {
+    match review(opts, stdin, &mut stderr) {
         Ok((review, allowed)) => {
             let text = serde_json::to_string_pretty(&review).unwrap_or_default();
             if writeln!(stdout, "{text}").is_err() {
@@ -50,8 +50,15 @@ pub fn run(
     }
 }
 
-fn review(opts: &ReviewOptions, stdin: impl Read) -> Result<(Value, bool), String> {
-    let (index, _) = load_files(&opts.releases, opts.limits).map_err(|e| e.to_string())?;
+fn review(
+    opts: &ReviewOptions,
+    stdin: impl Read,
+    stderr: &mut impl Write,
+) -> Result<(Value, bool), String> {
+    let (index, report) = load_files(&opts.releases, opts.limits).map_err(|e| e.to_string())?;
+    for skipped in &report.skipped {
+        let _ = writeln!(stderr, "helm-guard review: skipping {skipped}");
+    }
     let mut text = String::new();
     let (reader, what): (Box<dyn Read>, String) = match &opts.input {
         Some(p) if p.as_os_str() != "-" => (

@@ -12,8 +12,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use crate::helm::record::index_record;
-use crate::helm::{DecodeError, DecodeLimits, ReleaseKey, RevisionIndex, Status, WorkloadKey};
+use crate::helm::record::{index_record, parse_record_name, release_record};
+use crate::helm::{DecodeLimits, ReleaseKey, RevisionIndex, Status, WorkloadKey};
 use crate::policy::{ReleaseView, Releases};
 use crate::values::ImageValue;
 
@@ -92,6 +92,8 @@ impl Entry {
 pub struct Index {
     releases: HashMap<ReleaseKey, Entry>,
     renderers: HashMap<WorkloadKey, ReleaseKey>,
+    /// Records that did not decode, by release and revision: why (object and error category).
+    broken: BTreeMap<(ReleaseKey, u32), String>,
 }
 
 /// The index as shared between its writers and the request path.
@@ -101,6 +103,7 @@ impl Index {
     /// Adds or replaces one revision.
     pub fn apply(&mut self, rev: Arc<RevisionIndex>) {
         let key = rev.release.clone();
+        self.broken.remove(&(key.clone(), rev.revision));
         let entry = self.releases.entry(key.clone()).or_default();
         entry.revisions.insert(rev.revision, rev);
         self.reindex(&key);
@@ -108,6 +111,7 @@ impl Index {
 
     /// Forgets one revision (its record was deleted).
     pub fn delete(&mut self, release: &ReleaseKey, revision: u32) {
+        self.broken.remove(&(release.clone(), revision));
         if let Some(entry) = self.releases.get_mut(release) {
             entry.revisions.remove(&revision);
             if entry.revisions.is_empty() {
@@ -125,6 +129,7 @@ impl Index {
 
     /// Replaces everything (a relist): releases not in `revisions` disappear.
     pub fn reset(&mut self, revisions: impl IntoIterator<Item = Arc<RevisionIndex>>) {
+        self.broken.clear();
         self.releases.clear();
         self.renderers.clear();
         for rev in revisions {
@@ -139,6 +144,12 @@ impl Index {
         for k in keys {
             self.reindex(&k);
         }
+    }
+
+    /// Records that a record of `release` at `revision` did not decode (`why` names the object
+    /// and the error's category, never content).
+    pub fn mark_broken(&mut self, release: ReleaseKey, revision: u32, why: String) {
+        self.broken.insert((release, revision), why);
     }
 
     /// The releases known, sorted.
@@ -206,6 +217,20 @@ impl Releases for Index {
     fn renderer_of(&self, key: &WorkloadKey) -> Option<ReleaseKey> {
         self.renderers.get(key).cloned()
     }
+
+    fn broken(&self, key: &ReleaseKey) -> Option<String> {
+        // The newest broken revision of the release, if no newer one decoded.
+        let newest_good = self
+            .releases
+            .get(key)
+            .and_then(|e| e.revisions.keys().next_back().copied())
+            .unwrap_or(0);
+        self.broken
+            .range((key.clone(), 0)..=(key.clone(), u32::MAX))
+            .next_back()
+            .filter(|((_, rev), _)| *rev > newest_good)
+            .map(|(_, why)| why.clone())
+    }
 }
 
 /// Read access through the shared lock. A poisoned lock still holds a consistent index (all
@@ -225,6 +250,11 @@ impl Releases for RwLock<Index> {
         let guard = self.read().unwrap_or_else(|e| e.into_inner());
         guard.renderer_of(key)
     }
+
+    fn broken(&self, key: &ReleaseKey) -> Option<String> {
+        let guard = self.read().unwrap_or_else(|e| e.into_inner());
+        guard.broken(key)
+    }
 }
 
 /// Errors reading release records from files.
@@ -241,13 +271,6 @@ pub enum LoadError {
     /// A file is neither JSON nor YAML Kubernetes objects.
     #[error("{path}: not Kubernetes objects in JSON or YAML ({why})")]
     Parse { path: PathBuf, why: String },
-    /// A release record in a file could not be decoded.
-    #[error("{path}: {source}")]
-    Decode {
-        path: PathBuf,
-        #[source]
-        source: DecodeError,
-    },
 }
 
 /// What loading found.
@@ -255,6 +278,9 @@ pub enum LoadError {
 pub struct LoadReport {
     pub records: usize,
     pub ignored_objects: usize,
+    /// Release records that did not decode and were skipped: `path: error` (the error names
+    /// the object and the category, never content).
+    pub skipped: Vec<String>,
 }
 
 fn json_error(e: &serde_json::Error) -> String {
@@ -321,8 +347,10 @@ fn flatten(doc: Value, out: &mut Vec<Value>) {
 }
 
 /// Loads release records from files and directories (not recursive; `.json`, `.yaml`, `.yml`
-/// in directories; any file named explicitly). A record that does not decode is an error:
-/// files are given on purpose, and a silent skip would hide a broken fixture.
+/// in directories; any file named explicitly). A record that does not decode is skipped and
+/// listed in the report (the caller says so on stderr), as the watch does: in
+/// `kubectl get secrets -A -l owner=helm -o yaml`, one huge or corrupt release of another team
+/// must not stop everyone's check. A file that cannot be read or parsed at all is an error.
 pub fn load_files(
     paths: &[PathBuf],
     limits: DecodeLimits,
@@ -365,11 +393,13 @@ pub fn load_files(
                     report.records += 1;
                     index.apply(rev);
                 }
-                Some(Err(source)) => {
-                    return Err(LoadError::Decode {
-                        path: f.clone(),
-                        source,
-                    });
+                Some(Err(error)) => {
+                    if let Some((_, namespace, name, _)) = release_record(obj)
+                        && let Some((key, revision)) = parse_record_name(namespace, name)
+                    {
+                        index.mark_broken(key, revision, error.to_string());
+                    }
+                    report.skipped.push(format!("{}: {error}", f.display()));
                 }
                 None => report.ignored_objects += 1,
             }

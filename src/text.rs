@@ -85,6 +85,25 @@ pub fn field(s: &str) -> String {
     shown(s, FIELD_MAX)
 }
 
+/// An error and its causes on one line, each said once: libraries (kube among them) often put
+/// their source's text in their own message too, so a plain `{:#}` repeats it.
+pub fn error_chain<'a>(
+    causes: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut out = String::new();
+    for cause in causes {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +132,20 @@ mod tests {
         }
         let long = shown(&format!("\u{1b}{}", "a".repeat(1 << 20)), FIELD_MAX);
         assert!(long.len() <= FIELD_MAX && long.starts_with("\\u{1b}"));
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("failed to infer config: {0}")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("no kubeconfig")]
+        struct Inner;
+        let e = anyhow::Error::new(Outer(Inner)).context("connecting to the Kubernetes API");
+        assert_eq!(
+            error_chain(e.chain()),
+            "connecting to the Kubernetes API: failed to infer config: no kubeconfig"
+        );
     }
 }

@@ -145,16 +145,6 @@ fn review_exit_codes_and_output() {
 fn review_bad_input_is_exit_2_with_nothing_on_stdout() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_releases(dir.path());
-    let broken = dir.path().join("broken.json");
-    // A release Secret whose data is not Helm's encoding.
-    std::fs::write(
-        &broken,
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
-               "metadata": {"name": "sh.helm.release.v1.x.v1", "namespace": "db", "labels": {"owner": "helm"}},
-               "data": {"release": "Q0FOQVJZLWNsaS1wYTU1d29yZA=="}})
-        .to_string(),
-    )
-    .expect("write");
     let good = rollback().review("r-3").to_string();
     let cases: Vec<(Vec<String>, Option<String>, &str)> = vec![
         (
@@ -166,16 +156,6 @@ fn review_bad_input_is_exit_2_with_nothing_on_stdout() {
             vec!["review".into()],
             Some("apiVersion: v1\nkind: Pod\n".into()),
             "not an admission.k8s.io/v1 AdmissionReview",
-        ),
-        (
-            vec![
-                "review".into(),
-                "--releases".into(),
-                broken.display().to_string(),
-                "-".into(),
-            ],
-            Some(good.clone()),
-            "sh.helm.release.v1.x.v1",
         ),
         (
             vec![
@@ -199,6 +179,135 @@ fn review_bad_input_is_exit_2_with_nothing_on_stdout() {
         assert!(out.stdout.is_empty(), "{args:?}: stdout must stay empty");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("CANARY"), "{err}");
+    }
+}
+
+/// A release Secret named `sh.helm.release.v1.<release>.v<revision>` in `db` whose data is a
+/// gzip bomb (40 MiB of zeros, over the 32 MiB bound), or not Helm's encoding at all.
+fn broken_record(release: &str, revision: u32, bomb: bool) -> Value {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let helm_string = if bomb {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![0u8; 40 << 20]).expect("gzip");
+        STANDARD.encode(gz.finish().expect("gzip"))
+    } else {
+        format!("not-helm {CANARY}")
+    };
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+           "metadata": {"name": format!("sh.helm.release.v1.{release}.v{revision}"), "namespace": "db",
+                        "labels": {"owner": "helm", "name": release}},
+           "data": {"release": STANDARD.encode(helm_string)}})
+}
+
+/// One bad record never blocks the rest: named on stderr (no content), skipped; the judged
+/// object's own broken release is answered as a missing one, saying why.
+#[test]
+fn one_bad_release_record_never_blocks_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_releases(dir.path());
+    let bomb = dir.path().join("shop2-gzip-bomb.json");
+    std::fs::write(&bomb, broken_record("shop2", 1, true).to_string()).expect("write");
+    let garbage = dir.path().join("x.json");
+    std::fs::write(&garbage, broken_record("x", 1, false).to_string()).expect("write");
+    let request = rollback().review("r-8").to_string();
+
+    // The good release still judges: denied in enforce (exit 1), both bad records named.
+    let out = run(
+        bin()
+            .args(["review", "--mode", "enforce", "--releases"])
+            .arg(dir.path()),
+        Some(&request),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(stdout_json(&out)["response"]["allowed"], false);
+    assert!(err.contains("sh.helm.release.v1.shop2.v1"), "{err}");
+    assert!(err.contains("sh.helm.release.v1.x.v1"), "{err}");
+    assert!(
+        !err.contains("CANARY") && !err.contains("not-helm"),
+        "{err}"
+    );
+
+    // pins reads the rest too.
+    let out = run(bin().args(["pins", "--releases"]).arg(dir.path()), None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The object's own release is the broken one: as if missing, with the reason.
+    let own = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        own.path().join("db.json"),
+        broken_record("db", 2, true).to_string(),
+    )
+    .expect("write");
+    let out = run(
+        bin()
+            .args(["review", "--mode", "enforce", "--releases"])
+            .arg(own.path()),
+        Some(&request),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let warning = stdout_json(&out)["response"]["warnings"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        warning.contains("release db/db could not be read")
+            && warning.contains("sh.helm.release.v1.db.v2"),
+        "{warning}"
+    );
+    // Denied when the cluster requires a readable release.
+    let out = run(
+        bin()
+            .args([
+                "review",
+                "--mode",
+                "enforce",
+                "--on-missing-release",
+                "deny",
+                "--releases",
+            ])
+            .arg(own.path()),
+        Some(&request),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let msg = stdout_json(&out)["response"]["status"]["message"].to_string();
+    assert!(msg.contains("could not be read"), "{msg}");
+}
+
+/// A well-formed request for something helm-guard does not judge is allowed (exit 0).
+#[test]
+fn review_of_an_object_not_judged_is_allowed() {
+    let mut service = rollback().review("r-9");
+    service["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Service"});
+    service["request"]["object"]["kind"] = json!("Service");
+    let mut unmanaged = rollback().review("r-10");
+    if let Some(a) = unmanaged["request"]["object"]["metadata"]["annotations"].as_object_mut() {
+        a.clear();
+    }
+    unmanaged["request"]["name"] = json!("not-from-helm");
+    for body in [service, unmanaged] {
+        let out = run(
+            bin().args(["review", "--mode", "enforce"]),
+            Some(&body.to_string()),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout_json(&out)["response"]["allowed"], true);
     }
 }
 
@@ -228,7 +337,18 @@ fn serve_without_a_cluster_says_so() {
         None,
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Kubernetes API"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Kubernetes API"), "{err}");
+    // Each cause once: kube's errors repeat their sources in their own text.
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("helm-guard serve:"))
+        .unwrap_or_default();
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "{line}"
+    );
 }
 
 #[test]

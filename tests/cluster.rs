@@ -547,7 +547,8 @@ async fn fallback_lookups_are_shared_bounded_and_negatively_cached() {
         FakeApi::client(addr),
         h.feed.clone(),
         FallbackConfig {
-            timeout: Duration::from_millis(1000),
+            // A safety net, not a measurement: a busy machine must not fail the test.
+            timeout: Duration::from_millis(5000),
             configmaps: false,
             ..FallbackConfig::default()
         },
@@ -607,7 +608,7 @@ async fn fallback_lookups_are_shared_bounded_and_negatively_cached() {
     );
 
     // Bounded: a slow API server costs the timeout, not more.
-    api.lookup_delay_ms.store(5000, Ordering::SeqCst);
+    api.lookup_delay_ms.store(600_000, Ordering::SeqCst);
     let started = std::time::Instant::now();
     assert_eq!(
         fallback
@@ -615,7 +616,10 @@ async fn fallback_lookups_are_shared_bounded_and_negatively_cached() {
             .await,
         LookupOutcome::TimedOut
     );
-    assert!(started.elapsed() < Duration::from_millis(3000));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the timeout bounds it"
+    );
     let text = h.text();
     for want in [
         r#"helm_guard_fallback_lookups_total{result="found"} 1"#,

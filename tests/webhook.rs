@@ -338,3 +338,98 @@ async fn the_canary_never_leaves_the_process() {
     assert!(!responses.contains(CANARY), "canary in responses");
     assert!(responses.contains("c-5"), "{responses}");
 }
+
+/// Enforce without holes, over TLS: renamed and added containers are judged, reviews that are
+/// not `admission.k8s.io/v1` get the 400-coded answer, answers stay small whatever the input,
+/// and an undecodable release record passes with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_has_no_holes_over_tls() {
+    let f = start(server::ServeLimits::default(), Mode::Enforce).await;
+    let containers = "/request/object/spec/template/spec/containers";
+
+    // Renamed container with another image.
+    let mut renamed = rollback().review("u-rename");
+    let c0 = renamed.pointer_mut(containers).expect("containers");
+    c0[0]["name"] = json!("app2");
+    c0[0]["image"] = json!("ghcr.io/acme/web:6.6.6");
+    let (_, v, _) = post(&f.client, "/validate/enforce", &renamed).await;
+    assert_eq!(v["response"]["allowed"], false, "{v}");
+    let msg = v["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        msg.contains("\"app2\"") && msg.contains("ghcr.io/acme/web:6.6.6"),
+        "{msg}"
+    );
+
+    // A container added by hand (the old object is the chart's: PG15 everywhere).
+    let mut added = rollback().review("u-add");
+    let old = added["request"]["oldObject"]["spec"]["template"]["spec"]["containers"].clone();
+    let mut new = old.as_array().cloned().unwrap_or_default();
+    new.push(json!({"name": "debug", "image": "busybox:1.36"}));
+    *added.pointer_mut(containers).expect("containers") = json!(new);
+    let (_, v, _) = post(&f.client, "/validate/enforce", &added).await;
+    assert_eq!(v["response"]["allowed"], false, "{v}");
+    assert!(v.to_string().contains("\\\"debug\\\""), "{v}");
+
+    // Not v1: the 400-coded error, never a verdict.
+    for (api_version, kind) in [
+        ("admission.k8s.io/v2", "AdmissionReview"),
+        ("admission.k8s.io/v1beta1", "AdmissionReview"),
+        ("admission.k8s.io/v1", "ConfigMap"),
+    ] {
+        let mut r = rollback().review("u-v");
+        r["apiVersion"] = json!(api_version);
+        r["kind"] = json!(kind);
+        let (status, v, _) = post(&f.client, "/validate/enforce", &r).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            v["response"]["status"]["code"], 400,
+            "{api_version} {kind}: {v}"
+        );
+        assert_eq!(v["response"]["uid"], "u-v");
+    }
+
+    // 10,000 changed containers and a 1 MiB image: a few KiB back, in every answer.
+    let mut many = rollback().review("u-many");
+    let list: Vec<Value> = (0..10_000)
+        .map(|i| json!({"name": format!("c{i}"), "image": format!("evil.example.com/x:{i}")}))
+        .chain([
+            json!({"name": "huge", "image": format!("evil.example.com/x:{}", "9".repeat(1 << 20))}),
+        ])
+        .collect();
+    *many.pointer_mut(containers).expect("containers") = json!(list);
+    for path in ["/validate/enforce", "/validate/audit", "/mutate/audit"] {
+        let (status, _, text) = post(&f.client, path, &many).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(text.len() < 24 << 10, "{path}: {} bytes", text.len());
+    }
+
+    // A release record that does not decode: allowed, with a warning naming it.
+    let mut record =
+        helm_guard::fixtures::record_review("u-rec", &history().last().secret(), "CREATE", "helm");
+    record["request"]["object"]["data"]["release"] = json!("bm90LWhlbG0=");
+    let (_, v, _) = post(&f.client, "/validate/enforce", &record).await;
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    let w = v["response"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        w.contains("sh.helm.release.v1.db.v") && w.contains("not checked"),
+        "{w}"
+    );
+    assert!(!v.to_string().contains(CANARY));
+
+    // A well-formed request for a kind not judged: allowed, counted as not-checked.
+    let mut service = rollback().review("u-svc");
+    service["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Service"});
+    let (_, v, _) = post(&f.client, "/validate/enforce", &service).await;
+    assert_eq!(v["response"]["allowed"], true);
+    let metrics = plain_get(f.running.admin_addr.expect("admin"), "/metrics").await;
+    assert!(
+        metrics.contains(r#"kind="other",verdict="not-checked",actor="none"} 1"#),
+        "{metrics}"
+    );
+    f.running
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+}
