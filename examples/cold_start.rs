@@ -23,10 +23,10 @@ use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 
 use helm_guard::helm::build::{History, postgres_chart};
-use helm_guard::helm::coalesce::UpgradeValues;
 use helm_guard::helm::{DecodeLimits, RecordKind};
 use helm_guard::metrics::Metrics;
 use helm_guard::store::{Index, SharedIndex};
+use helm_guard::values::coalesce::UpgradeValues;
 use helm_guard::watch::{self, Feed};
 
 type Item = Result<Event<DeserializeGuard<Secret>>, watcher::Error>;

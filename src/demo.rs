@@ -23,12 +23,12 @@ use crate::client::WebhookClient;
 use crate::fixtures::Edit;
 use crate::helm::DecodeLimits;
 use crate::helm::build::{History, postgres_chart};
-use crate::helm::coalesce::UpgradeValues;
 use crate::helm::record::index_record;
 use crate::policy::{Mode, Settings};
 use crate::server::{self, AppState};
 use crate::store::{Index, SharedIndex};
 use crate::tls;
+use crate::values::coalesce::UpgradeValues;
 use crate::workload::WorkloadKind;
 
 /// The password in the demo release's values. It must never appear in any response.

@@ -43,6 +43,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod pins;
 pub mod policy;
+pub mod release;
 pub mod reload;
 pub mod review;
 pub mod server;

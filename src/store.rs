@@ -419,7 +419,7 @@ fn has_object_extension(p: &Path) -> bool {
 mod tests {
     use super::*;
     use crate::helm::build::{History, postgres_chart};
-    use crate::helm::coalesce::UpgradeValues;
+    use crate::values::coalesce::UpgradeValues;
     use crate::workload::WorkloadKind;
     use serde_json::json;
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use helm_guard::fixtures::Edit;
 use helm_guard::helm::build::{History, postgres_chart};
-use helm_guard::helm::coalesce::UpgradeValues;
+use helm_guard::values::coalesce::UpgradeValues;
 use helm_guard::workload::WorkloadKind;
 
 const CANARY: &str = "CANARY-cli-pa55word";

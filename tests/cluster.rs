@@ -33,12 +33,12 @@ use serde_json::{Value, json};
 
 use helm_guard::events::EventQueue;
 use helm_guard::helm::build::{History, ReleaseRecord, postgres_chart};
-use helm_guard::helm::coalesce::UpgradeValues;
 use helm_guard::helm::{DecodeLimits, RecordKind, ReleaseKey};
 use helm_guard::lookup::{Fallback, FallbackConfig, LookupOutcome, Want};
 use helm_guard::metrics::{self, Metrics, Observation};
 use helm_guard::policy::{EventIntent, Mode, Releases, Settings};
 use helm_guard::store::{Index, SharedIndex};
+use helm_guard::values::coalesce::UpgradeValues;
 use helm_guard::watch::{self, Feed, WatchConfig};
 
 // === fixtures ===

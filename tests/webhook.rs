@@ -344,7 +344,13 @@ async fn the_canary_never_leaves_the_process() {
 /// and an undecodable release record passes with a warning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforce_has_no_holes_over_tls() {
-    let f = start(server::ServeLimits::default(), Mode::Enforce).await;
+    // The deadline is a safety net here: a debug build on a busy machine is slow with a
+    // 1 MiB review, and this test is about what comes back, not when.
+    let limits = server::ServeLimits {
+        deadline: Duration::from_secs(60),
+        ..server::ServeLimits::default()
+    };
+    let f = start(limits, Mode::Enforce).await;
     let containers = "/request/object/spec/template/spec/containers";
 
     // Renamed container with another image.

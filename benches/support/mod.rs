@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use helm_guard::fixtures::Edit;
 use helm_guard::helm::build::{Chart, History, ReleaseRecord, encode_release, gzip_best};
-use helm_guard::helm::coalesce::UpgradeValues;
 use helm_guard::helm::record::index_record;
 use helm_guard::helm::{DecodeLimits, RevisionIndex, WorkloadImages};
 use helm_guard::store::Index;
+use helm_guard::values::coalesce::UpgradeValues;
 use helm_guard::workload::WorkloadKind;
 use serde_json::{Map, Value, json};
 

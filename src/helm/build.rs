@@ -18,7 +18,7 @@ use flate2::write::GzEncoder;
 use serde_json::{Value, json};
 
 use super::Status;
-use super::coalesce::{UpgradeValues, coalesce_values, reuse_values};
+use crate::values::coalesce::{UpgradeValues, coalesce_values, reuse_values};
 
 /// gzip at `gzip.BestCompression`, as Helm does.
 pub fn gzip_best(data: &[u8]) -> Vec<u8> {

@@ -35,7 +35,7 @@ pub fn validate(a: &Assessment, facts: &Facts, settings: &Settings, now: &str) -
     let release = &a.release;
     match (a.reason.as_deref(), settings.mode) {
         (Some(reason), _) => {
-            for d in &a.violations {
+            for d in a.violations.iter().take(MAX_WARNINGS + 1) {
                 v.warnings.push(text::warning(&format!(
                     "helm-guard: break-glass ({}): {} runs {}, chart {}",
                     text::shown(reason, 40),
@@ -64,7 +64,7 @@ pub fn validate(a: &Assessment, facts: &Facts, settings: &Settings, now: &str) -
             ));
         }
         (None, _) => {
-            for d in &a.violations {
+            for d in a.violations.iter().take(MAX_WARNINGS + 1) {
                 v.warnings.push(text::warning(&format!(
                     "helm-guard: {} runs {}; release {} rev {} {}",
                     d.container,
@@ -91,9 +91,11 @@ pub fn validate(a: &Assessment, facts: &Facts, settings: &Settings, now: &str) -
         v.audit_annotations
             .push(("drift-total".into(), a.violations.len().to_string()));
     }
+    // Lines for violations past the first dozen were never built; they are counted here.
+    let unbuilt = a.violations.len().saturating_sub(MAX_WARNINGS + 1);
     if v.warnings.len() > MAX_WARNINGS {
         // The API server ignores warnings past 4 KiB in total.
-        let more = v.warnings.len() - MAX_WARNINGS;
+        let more = v.warnings.len() - MAX_WARNINGS + unbuilt;
         v.warnings.truncate(MAX_WARNINGS);
         v.warnings.push(format!(
             "helm-guard: {} and {more} more; see the audit annotation",

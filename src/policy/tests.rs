@@ -8,11 +8,11 @@ use super::*;
 use crate::actor::WriterFacts;
 use crate::helm::DecodeLimits;
 use crate::helm::build::{Chart, History};
-use crate::helm::coalesce::UpgradeValues;
 use crate::helm::record::index_record;
 use crate::image::Image;
 use crate::store::Index;
 use crate::text::{WARNING_MAX, clip, warning as short};
+use crate::values::coalesce::UpgradeValues;
 
 const CANARY: &str = "CANARY-pa55w0rd-never-print";
 const NOW: &str = "2026-11-26T12:00:00Z";

@@ -18,8 +18,9 @@ use std::hash::{Hash, Hasher};
 
 use serde_json::Value;
 
+use super::coalesce::coalesce_values;
 use super::{ImageValue, RevisionValues, StalePin, image_paths, stale_pins};
-use crate::helm::coalesce::coalesce_values;
+use crate::release::Status;
 
 /// The values-derived part of a revision's index entry. Image references and digests only.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +68,7 @@ impl ValuesSummary {
         revision: u32,
         chart_name: &str,
         chart_version: &str,
-        status: &str,
+        status: Status,
         config: &Value,
         chart_values: &Value,
     ) -> Self {
@@ -147,7 +148,7 @@ fn parent<'a>(history: &[&'a ValuesSummary], new: &ValuesSummary) -> Option<&'a 
             .filter(|s| s.values.revision < new.values.revision)
     };
     older()
-        .filter(|s| s.values.status == "deployed")
+        .filter(|s| s.values.status == Status::Deployed)
         .max_by_key(|s| s.values.revision)
         .or_else(|| older().max_by_key(|s| s.values.revision))
         .copied()
@@ -190,8 +191,8 @@ pub fn persisted(history: &[&ValuesSummary], newest: &ValuesSummary) -> Vec<Pers
         .copied()
         .filter(|s| {
             s.values.revision < newest.values.revision
-                && s.values.status != "failed"
-                && !s.values.status.starts_with("pending")
+                && s.values.status != Status::Failed
+                && !s.values.status.is_pending()
         })
         .collect();
     lineage.sort_by_key(|s| std::cmp::Reverse(s.values.revision));
@@ -224,7 +225,7 @@ pub fn persisted(history: &[&ValuesSummary], newest: &ValuesSummary) -> Vec<Pers
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::helm::coalesce::{UpgradeValues, reuse_values};
+    use crate::values::coalesce::{UpgradeValues, reuse_values};
     use serde_json::json;
 
     const CANARY: &str = "CANARY-summary-pw";
@@ -247,7 +248,7 @@ mod tests {
             rev,
             "postgresql",
             version,
-            "pending-upgrade",
+            Status::parse("pending-upgrade"),
             &config,
             &chart_values,
         );
@@ -258,7 +259,14 @@ mod tests {
     fn reuse_fingerprint_from_summaries_alone() {
         let cfg1 = json!({"image": {"tag": "11"}, "auth": {"password": CANARY}});
         let ch1 = chart("11");
-        let r1 = ValuesSummary::of(1, "postgresql", "12.0.0", "deployed", &cfg1, &ch1);
+        let r1 = ValuesSummary::of(
+            1,
+            "postgresql",
+            "12.0.0",
+            Status::parse("deployed"),
+            &cfg1,
+            &ch1,
+        );
         let cases = [
             (UpgradeValues::ReuseValues, json!({}), true),
             (UpgradeValues::Default, json!({}), false),
@@ -293,8 +301,22 @@ mod tests {
     #[test]
     fn persisted_values_say_where_they_came_from() {
         let cfg = json!({"image": {"tag": "11"}, "sidecar": "busybox:1.36", "auth": {"password": CANARY}});
-        let r1 = ValuesSummary::of(1, "postgresql", "12.0.0", "superseded", &cfg, &chart("11"));
-        let r2 = ValuesSummary::of(2, "postgresql", "14.0.0", "deployed", &cfg, &chart("15"));
+        let r1 = ValuesSummary::of(
+            1,
+            "postgresql",
+            "12.0.0",
+            Status::parse("superseded"),
+            &cfg,
+            &chart("11"),
+        );
+        let r2 = ValuesSummary::of(
+            2,
+            "postgresql",
+            "14.0.0",
+            Status::parse("deployed"),
+            &cfg,
+            &chart("15"),
+        );
         let p = persisted(&[&r1, &r2], &r2);
         let tag = p.iter().find(|x| x.path == "image.tag").expect("image.tag");
         assert_eq!((tag.since_revision, tag.overrides), (1, Some(true)));

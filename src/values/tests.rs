@@ -1,7 +1,45 @@
 //! Tables for image-valued paths and stale pins; chains follow Helm's merge rules.
+use super::advice::{abbreviate, escape_set_value};
+use super::coalesce::{UpgradeValues, coalesce_values, reuse_values};
 use super::*;
-use crate::helm::coalesce::{UpgradeValues, reuse_values};
-use serde_json::json;
+use crate::release::Status;
+use crate::text::{WARNING_MAX as MAX_WARNING_LEN, WARNING_SOFT as SOFT_WARNING_LEN, warning};
+use serde_json::{Value, json};
+
+/// The simulator's oracle for `--reuse-values`, from the full values of both revisions (the
+/// store never has them; it uses [`reused`] on summaries).
+/// Whether revision N+1 was written by `helm upgrade --reuse-values`, from the full decoded
+/// values of the revision Helm upgraded from (N) and of the new one: `chart.values(N+1)`
+/// contains every non-null leaf of `CoalesceValues(chart.values(N), config(N))`.
+fn reuse_values_fingerprint(
+    prev_chart_values: &Value,
+    prev_config: &Value,
+    new_chart_values: &Value,
+) -> bool {
+    let expected = coalesce_values(prev_chart_values, prev_config);
+    contains_non_null(new_chart_values, &expected, 0)
+}
+
+/// `big` holds every non-null leaf of `small` (maps compared key by key, lists whole).
+fn contains_non_null(big: &Value, small: &Value, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    match (big, small) {
+        (_, Value::Null) => true,
+        (b, Value::Object(s)) => s.iter().all(|(k, sv)| {
+            // A missing `chart.values` (not a map) holds nothing.
+            sv.is_null()
+                || b.get(k)
+                    .is_some_and(|bv| contains_non_null(bv, sv, depth + 1))
+        }),
+        (b, s) => b == s,
+    }
+}
+
+fn fit(line: String) -> String {
+    warning(&line)
+}
 
 const CANARY: &str = "CANARY-s3cr3t-do-not-print";
 const DIGEST_A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -243,7 +281,7 @@ impl Stored {
             self.revision,
             self.chart.name,
             self.chart.version,
-            &self.status,
+            Status::parse(&self.status),
             &self.config,
             &self.chart_values,
             self.reused,
@@ -382,7 +420,7 @@ fn first_install_never_warns() {
         3,
         "postgresql",
         "14.0.0",
-        "pending-upgrade",
+        Status::PendingUpgrade,
         &json!({"image": {"tag": "11"}}),
         &json!({"image": {"tag": "16"}}),
         false,
@@ -734,7 +772,7 @@ fn digest_pins() {
     let lines = pins[0].warning_lines("app", "oci://ghcr.io/org/charts/app");
     // The summary abbreviates the digests to stay short; the fix keeps the exact value.
     assert!(lines[0].len() <= SOFT_WARNING_LEN, "{}", lines[0]);
-    assert!(lines[0].starts_with("image.digest=sha256:aaaaaaaaaaaaaaaaa..."));
+    assert!(lines[0].starts_with("image.digest=sha256:aaaaaaaaaaaaaaaaa…"));
     assert!(lines.iter().all(|l| l.len() <= MAX_WARNING_LEN));
     // Empty pins (`digest: ""` from another config) are never reported.
     let (mut rel, _) = Release::install(&chart("1.0.0", DIGEST_A), json!({}));
@@ -943,6 +981,6 @@ fn lines_are_bounded_and_safe() {
         "to follow the chart: helm upgrade web <chart> --reset-then-reuse-values --set 'podLabels.app\\.io/image=nginx:1.27'"
     );
     assert_eq!(fit("ab".repeat(200)).len(), MAX_WARNING_LEN);
-    assert_eq!(abbreviate("abcdef", 3), "abc...");
+    assert_eq!(abbreviate("abcdef", 3), "abc…");
     assert_eq!(escape_set_value("a,b\\c"), "a\\,b\\\\c");
 }
