@@ -48,6 +48,7 @@ pub mod review;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod transport;
 pub mod values;
 pub mod watch;
 pub mod workload;
