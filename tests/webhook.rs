@@ -21,7 +21,7 @@ use helm_guard::policy::{Mode, Settings};
 use helm_guard::server::{self, AppState, Running};
 use helm_guard::store::{Index, SharedIndex, index_record};
 use helm_guard::workload::WorkloadKind;
-use helm_guard::{demo, tls};
+use helm_guard::{demo, tls, transport};
 
 const CANARY: &str = "CANARY-db-pa55word-do-not-leak";
 const PG11: &str = "docker.io/bitnami/postgresql:11.22.0";
@@ -49,9 +49,14 @@ struct Fixture {
     running: Running,
     client: WebhookClient,
     ready: Arc<AtomicBool>,
+    ca: String,
 }
 
 async fn start(limits: server::Limits, mode: Mode) -> Fixture {
+    start_with(limits, mode, transport::Settings::default()).await
+}
+
+async fn start_with(limits: server::Limits, mode: Mode, settings: transport::Settings) -> Fixture {
     tls::install_provider();
     let bundle = tls::generate(&["127.0.0.1".to_owned()], 1).expect("certs");
     let ready = Arc::new(AtomicBool::new(true));
@@ -65,11 +70,12 @@ async fn start(limits: server::Limits, mode: Mode) -> Fixture {
         tls::server_config(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
             .expect("server config"),
     ));
-    let running = server::start(
+    let running = server::start_with(
         state,
         config,
         SocketAddr::from(([127, 0, 0, 1], 0)),
         Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        settings,
     )
     .await
     .expect("server starts");
@@ -82,6 +88,7 @@ async fn start(limits: server::Limits, mode: Mode) -> Fixture {
         running,
         client,
         ready,
+        ca: bundle.ca_pem,
     }
 }
 
@@ -336,4 +343,189 @@ async fn the_canary_never_leaves_the_process() {
     assert!(!logs.contains(CANARY), "canary in logs");
     assert!(!responses.contains(CANARY), "canary in responses");
     assert!(responses.contains("c-5"), "{responses}");
+}
+
+/// A TLS connection that speaks HTTP/1.1 by hand (ALPN `http/1.1`).
+async fn raw_tls(f: &Fixture) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut config = (*tls::client_config(f.ca.as_bytes()).expect("CA")).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(f.running.addr)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake")
+}
+
+/// Everything the server sends until it closes the connection. A close without TLS
+/// `close_notify` counts as a close; the time limit is only a safety net.
+async fn until_closed(conn: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), conn.read(&mut buf)).await {
+            Err(_) => panic!(
+                "the server still holds the connection (safety net); got {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let settings = transport::Settings {
+        handshake_timeout: Duration::from_millis(300),
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(500),
+        ..transport::Settings::default()
+    };
+    let limits = server::Limits {
+        max_body_bytes: 1 << 20,
+        deadline: Duration::from_millis(500),
+    };
+    let f = start_with(limits, Mode::Enforce, settings).await;
+
+    // A TCP connection that never starts TLS: closed at the handshake timeout.
+    let mut tcp = tokio::net::TcpStream::connect(f.running.addr)
+        .await
+        .expect("connect");
+    assert_eq!(until_closed(&mut tcp).await, "");
+
+    // TLS, then half a request head: closed at the header timeout, nothing answered.
+    let mut conn = raw_tls(&f).await;
+    conn.write_all(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+        .await
+        .expect("write");
+    assert_eq!(until_closed(&mut conn).await, "");
+
+    // TLS, then no request at all: the first head is due within the header timeout too.
+    let mut conn = raw_tls(&f).await;
+    assert_eq!(until_closed(&mut conn).await, "");
+
+    // Half a body: 503 at the request deadline (the failure policy decides), then closed.
+    let mut conn = raw_tls(&f).await;
+    conn.write_all(
+        b"POST /validate/enforce HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+          Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"request\": {",
+    )
+    .await
+    .expect("write");
+    let answer = until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+
+    // An idle keep-alive connection: answered, kept open, then closed at the idle timeout.
+    let mut conn = raw_tls(&f).await;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+
+    // `Expect: 100-continue` with an oversized Content-Length: 413 at once, no `100 Continue`
+    // (the client never sends the 20 MiB).
+    let mut conn = raw_tls(&f).await;
+    conn.write_all(
+        b"POST /validate/enforce HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+          Content-Type: application/json\r\nContent-Length: 20971520\r\n\
+          Expect: 100-continue\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let answer = until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+
+    // The admin port: half a request head, closed at the header timeout.
+    let admin = f.running.admin_addr.expect("admin listener");
+    let mut tcp = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .expect("write");
+    assert_eq!(until_closed(&mut tcp).await, "");
+
+    // Meanwhile good requests are answered.
+    let (status, v, _) = post(&f.client, "/validate/enforce", &rollback().review("u-ok")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["response"]["allowed"], false);
+    f.running
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_holds_new_connections_until_one_closes() {
+    let settings = transport::Settings {
+        max_connections: 1,
+        handshake_timeout: Duration::from_secs(60),
+        ..transport::Settings::default()
+    };
+    let f = start_with(server::Limits::default(), Mode::Enforce, settings).await;
+    // The only slot: a TCP connection that says nothing.
+    let stalled = tokio::net::TcpStream::connect(f.running.addr)
+        .await
+        .expect("connect");
+    let second = tokio::spawn(async move {
+        let (status, _) = f.client.get("/healthz").await.expect("healthz");
+        (status.as_u16(), f)
+    });
+    // Negative check: with the limit missing, the request is answered in milliseconds; a
+    // slow machine can only make it pass, never fail.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "a second connection was served beyond the limit"
+    );
+    drop(stalled);
+    let (status, f) = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("served once the slot is free (safety net)")
+        .expect("task");
+    assert_eq!(status, 200);
+    f.running
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_answers_readyz_503_and_closes_http1_after_the_response() {
+    use tokio::io::AsyncWriteExt;
+    let f = start(server::Limits::default(), Mode::Enforce).await;
+    // A kept-alive connection, open before the drain.
+    let mut conn = raw_tls(&f).await;
+    f.running.begin_drain();
+    let admin = f.running.admin_addr.expect("admin listener");
+    assert!(
+        plain_get(admin, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 503")
+    );
+    // New connections are still accepted during the grace period.
+    let (status, _) = f.client.get("/readyz").await.expect("readyz");
+    assert_eq!(status.as_u16(), 503);
+    // The request on the old connection is answered, with `Connection: close`, then the
+    // server closes it.
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    f.running
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
 }
