@@ -248,8 +248,9 @@ pub struct ServeArgs {
     /// client closes first. Both listeners. The request body is bounded by --deadline-ms.
     #[arg(long, env = "HELM_GUARD_IDLE_TIMEOUT_SECONDS", default_value_t = 120)]
     pub idle_timeout_seconds: u64,
-    /// Connections open at once on the webhook listener; more wait in the listen backlog
-    /// (logged at most every 10 s).
+    /// Connections open at once on the webhook listener. At the limit, the oldest connection
+    /// that has not sent a request yet is closed to make room; if none, new connections wait
+    /// in the listen backlog (logged at most every 10 s).
     #[arg(long, env = "HELM_GUARD_MAX_CONNECTIONS", default_value_t = 512)]
     pub max_connections: usize,
     /// Connections open at once on the admin listener.

@@ -10,7 +10,7 @@
 //! | HTTP/1 request head incomplete (first request included) | `header_timeout`, then closed    |
 //! | request body incomplete                          | the request deadline ([`read_body`]): 503 |
 //! | no request in flight (keep-alive)                | `idle_timeout`: closed (HTTP/2: GOAWAY) |
-//! | connections open at once                         | `max_connections`: the rest wait in the listen backlog |
+//! | connections open at once                         | `max_connections`: the oldest one that has sent no request yet gives way, else the rest wait in the listen backlog |
 //!
 //! hyper's own HTTP/1 `header_read_timeout` is not used: in hyper 1.x it is armed as soon as
 //! the connection is ready for the next request head, so it also bounds the idle time
@@ -27,12 +27,13 @@
 //! served). After the grace period the listeners close; the process waits for the remaining
 //! connections up to the drain limit and then drops them.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -163,6 +164,7 @@ struct Spec {
     auto: auto::Builder<TokioExecutor>,
     /// For TLS connections that negotiated `h2` by ALPN.
     h2: auto::Builder<TokioExecutor>,
+    pending: Arc<Pending>,
 }
 
 /// Serving listeners; [`Running::drain`] stops them.
@@ -257,6 +259,7 @@ pub async fn start(
         draining: draining.clone(),
         auto: auto.clone(),
         h2: h2.clone(),
+        pending: Arc::default(),
     };
     let bind = |addr: SocketAddr| async move {
         let listener = TcpListener::bind(addr)
@@ -348,29 +351,6 @@ async fn accept_loop(listener: TcpListener, spec: Arc<Spec>, shared: Arc<Shared>
     let mut full = Throttle::new();
     let mut failing = Throttle::new();
     loop {
-        // The permit is taken before accepting: at the limit, new connections wait in the
-        // kernel's listen backlog rather than costing a file descriptor here.
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                if let Some(skipped) = full.ready() {
-                    warn!(
-                        listener = spec.name,
-                        limit = spec.limit,
-                        times_since_last_line = skipped,
-                        "connection limit reached; new connections wait in the listen backlog \
-                         until open ones finish or time out"
-                    );
-                }
-                tokio::select! {
-                    p = permits.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    },
-                    () = reached(&mut phase, Phase::Closing) => return,
-                }
-            }
-        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             () = reached(&mut phase, Phase::Closing) => return,
@@ -392,8 +372,102 @@ async fn accept_loop(listener: TcpListener, spec: Arc<Spec>, shared: Arc<Shared>
         // TCP_NODELAY: admission reviews are small request/response pairs on kept-alive
         // connections, where Nagle's algorithm and delayed ACKs add ~40 ms to a response.
         let _ = tcp.set_nodelay(true);
+        let Some(permit) = make_room(&permits, &spec, &mut phase, &mut full).await else {
+            return;
+        };
         let live = Live::new(&shared);
-        tokio::spawn(connection(tcp, spec.clone(), phase.clone(), permit, live));
+        let pending = spec.pending.add();
+        tokio::spawn(connection(
+            tcp,
+            spec.clone(),
+            phase.clone(),
+            permit,
+            live,
+            pending,
+        ));
+    }
+}
+
+/// A slot for a connection just accepted. At the limit, the oldest connection that has not
+/// sent a request yet gives way: a client that stalls before its first request cannot keep
+/// out the ones that talk. With none to evict, waits for a slot while the next connections
+/// wait in the listen backlog. `None` once the listeners close.
+async fn make_room(
+    permits: &Arc<Semaphore>,
+    spec: &Spec,
+    phase: &mut watch::Receiver<Phase>,
+    full: &mut Throttle,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(p) = permits.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    if let Some(skipped) = full.ready() {
+        warn!(
+            listener = spec.name,
+            limit = spec.limit,
+            times_since_last_line = skipped,
+            "connection limit reached; closing the oldest connection that has sent no request \
+             yet, or waiting for one to finish"
+        );
+    }
+    loop {
+        spec.pending.evict_oldest();
+        tokio::select! {
+            p = permits.clone().acquire_owned() => return p.ok(),
+            // The evicted connection may have started a request meanwhile: try the next one.
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = reached(phase, Phase::Closing) => return None,
+        }
+    }
+}
+
+/// Connections that have not sent a request yet (handshaking, or waiting for their first
+/// request head), oldest first.
+#[derive(Default)]
+struct Pending {
+    next: AtomicU64,
+    waiting: Mutex<BTreeMap<u64, Arc<Notify>>>,
+}
+
+impl Pending {
+    fn add(self: &Arc<Self>) -> PendingEntry {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let evict = Arc::new(Notify::new());
+        self.lock().insert(id, evict.clone());
+        PendingEntry {
+            pending: self.clone(),
+            id,
+            evict,
+        }
+    }
+
+    fn evict_oldest(&self) {
+        if let Some((_, evict)) = self.lock().pop_first() {
+            evict.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Notify>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One connection's place in [`Pending`], left at its first request or when it ends.
+struct PendingEntry {
+    pending: Arc<Pending>,
+    id: u64,
+    evict: Arc<Notify>,
+}
+
+impl PendingEntry {
+    fn leave(&self) {
+        self.pending.lock().remove(&self.id);
+    }
+}
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -403,9 +477,11 @@ async fn connection(
     mut phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
     _live: Live,
+    pending: PendingEntry,
 ) {
+    let evict = pending.evict.clone();
     let Some(config) = &spec.tls else {
-        serve(tcp, false, &spec, phase).await;
+        serve(tcp, false, &spec, phase, pending).await;
         return;
     };
     // Built per handshake from the shared configuration, so a reloaded certificate is used
@@ -425,18 +501,28 @@ async fn connection(
             }
         },
         () = reached(&mut phase, Phase::Stopped) => return,
+        () = evict.notified() => {
+            debug!(listener = spec.name, "connection limit: handshaking connection closed");
+            return;
+        }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve(tls, h2, &spec, phase).await;
+    serve(tls, h2, &spec, phase, pending).await;
 }
 
 /// Serves one connection under its watchdog until it ends, times out, or the drain stops it.
-async fn serve<I>(io: I, h2: bool, spec: &Spec, mut phase: watch::Receiver<Phase>)
-where
+async fn serve<I>(
+    io: I,
+    h2: bool,
+    spec: &Spec,
+    mut phase: watch::Receiver<Phase>,
+    pending: PendingEntry,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = spec.settings;
-    let state = Arc::new(ConnState::new(h2));
+    let evict = pending.evict.clone();
+    let state = Arc::new(ConnState::new(h2, pending));
     let opened_draining = *phase.borrow() >= Phase::Draining;
     let service = {
         let router = spec.router.clone();
@@ -472,6 +558,14 @@ where
                 }
             }
             () = state.wake.notified() => {}
+            () = evict.notified() => {
+                if state.served.load(Ordering::Acquire) == 0
+                    && state.in_flight.load(Ordering::Acquire) == 0
+                {
+                    debug!(listener = spec.name, "connection limit: connection without a request closed");
+                    return;
+                }
+            }
             () = sleep_until(wake) => {
                 let now = Instant::now();
                 if hard_stop.is_some_and(|t| now >= t) {
@@ -558,10 +652,12 @@ struct ConnState {
     served: AtomicU64,
     /// Wakes the watchdog when a request starts or ends or a head starts arriving.
     wake: Notify,
+    /// Left at the first request: from then on the connection is not evicted.
+    pending: PendingEntry,
 }
 
 impl ConnState {
-    fn new(h2: bool) -> Self {
+    fn new(h2: bool, pending: PendingEntry) -> Self {
         Self {
             base: Instant::now(),
             h2,
@@ -571,6 +667,7 @@ impl ConnState {
             idle_since: AtomicU64::new(0),
             served: AtomicU64::new(0),
             wake: Notify::new(),
+            pending,
         }
     }
 
@@ -613,6 +710,9 @@ impl ConnState {
 
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.served.load(Ordering::Acquire) == 0 {
+            self.pending.leave();
+        }
         self.head_since.store(0, Ordering::Release);
         self.wake.notify_one();
         InFlight(self.clone())

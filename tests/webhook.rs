@@ -466,33 +466,62 @@ async fn stalled_clients_are_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_limit_holds_new_connections_until_one_closes() {
+async fn connection_limit_evicts_silent_connections_and_holds_the_rest() {
+    use tokio::io::AsyncWriteExt;
     let settings = transport::Settings {
         max_connections: 1,
         handshake_timeout: Duration::from_secs(60),
+        header_timeout: Duration::from_secs(60),
         ..transport::Settings::default()
     };
-    let f = start_with(server::Limits::default(), Mode::Enforce, settings).await;
-    // The only slot: a TCP connection that says nothing.
-    let stalled = tokio::net::TcpStream::connect(f.running.addr)
+    let mut f = start_with(server::Limits::default(), Mode::Enforce, settings).await;
+
+    // The only slot taken by a TCP connection that says nothing: a new client takes its place.
+    let mut silent = tokio::net::TcpStream::connect(f.running.addr)
         .await
         .expect("connect");
-    let second = tokio::spawn(async move {
-        let (status, _) = f.client.get("/healthz").await.expect("healthz");
-        (status.as_u16(), f)
-    });
-    // Negative check: with the limit missing, the request is answered in milliseconds; a
-    // slow machine can only make it pass, never fail.
+    let (status, _) = f.client.get("/healthz").await.expect("healthz");
+    assert_eq!(status.as_u16(), 200);
+    assert_eq!(
+        until_closed(&mut silent).await,
+        "",
+        "the silent one gave way"
+    );
+
+    // The slot taken by a connection that has been answered (kept alive): it is not evicted,
+    // a new connection waits until it closes.
+    let fresh = WebhookClient::new(
+        f.ca.as_bytes(),
+        &format!("https://127.0.0.1:{}", f.running.addr.port()),
+    )
+    .expect("client");
+    // Dropping the old client closes its pooled connection, which frees the slot.
+    drop(std::mem::replace(&mut f.client, fresh));
+    let mut talking = raw_tls(&f).await;
+    talking
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut talking, &mut head)
+        .await
+        .expect("answered");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let client = f.client.clone();
+    let second = tokio::spawn(async move { client.get("/healthz").await.map(|(s, _)| s.as_u16()) });
+    // Negative check: with no limit, the request is answered in milliseconds; a slow machine
+    // can only make this pass, never fail.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !second.is_finished(),
-        "a second connection was served beyond the limit"
+        "a connection was served beyond the limit"
     );
-    drop(stalled);
-    let (status, f) = tokio::time::timeout(Duration::from_secs(30), second)
+    drop(talking);
+    let status = tokio::time::timeout(Duration::from_secs(30), second)
         .await
         .expect("served once the slot is free (safety net)")
-        .expect("task");
+        .expect("task")
+        .expect("healthz");
     assert_eq!(status, 200);
     f.running
         .shutdown(Duration::from_secs(1))
