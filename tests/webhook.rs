@@ -347,8 +347,15 @@ async fn the_canary_never_leaves_the_process() {
 
 /// A TLS connection that speaks HTTP/1.1 by hand (ALPN `http/1.1`).
 async fn raw_tls(f: &Fixture) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_with_alpn(f, b"http/1.1").await
+}
+
+async fn tls_with_alpn(
+    f: &Fixture,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut config = (*tls::client_config(f.ca.as_bytes()).expect("CA")).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = tokio::net::TcpStream::connect(f.running.addr)
         .await
         .expect("connect");
@@ -454,6 +461,27 @@ async fn stalled_clients_are_cut_off() {
         .await
         .expect("write");
     assert_eq!(until_closed(&mut tcp).await, "");
+
+    // An idle HTTP/2 connection: answered, then GOAWAY at the idle timeout and closed.
+    let h2 = tls_with_alpn(&f, b"h2").await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(h2),
+    )
+    .await
+    .expect("h2 handshake");
+    let driver = tokio::spawn(conn);
+    let request = hyper::Request::get("https://127.0.0.1/healthz")
+        .body(http_body_util::Empty::<axum::body::Bytes>::new())
+        .expect("request");
+    let res = sender.send_request(request).await.expect("healthz");
+    assert_eq!(res.status(), 200);
+    tokio::time::timeout(Duration::from_secs(30), driver)
+        .await
+        .expect("the server ends an idle HTTP/2 connection (safety net)")
+        .expect("task")
+        .expect("a clean GOAWAY, not an error");
+    assert!(sender.is_closed());
 
     // Meanwhile good requests are answered.
     let (status, v, _) = post(&f.client, "/validate/enforce", &rollback().review("u-ok")).await;
