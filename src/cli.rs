@@ -17,7 +17,7 @@ use crate::policy::{MissingRelease, Mode, Settings, StaleValues, Webhook};
 use crate::review::{self, ReviewOptions};
 use crate::server::{self, AppState};
 use crate::store::{Index, SharedIndex, load_files};
-use crate::{demo, events, lookup, reload, text, tls, watch};
+use crate::{demo, events, lookup, reload, text, tls, transport, watch};
 
 /// A Kubernetes admission webhook that keeps Helm-managed workloads honest: it rejects (or
 /// records) manual image changes that differ from what the deployed Helm release renders.
@@ -28,6 +28,8 @@ pub struct Args {
     pub command: Command,
 }
 
+// Parsed once at startup: the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTPS admission webhook.
@@ -224,9 +226,36 @@ pub struct ServeArgs {
     /// decides); keep it below the webhook's timeoutSeconds.
     #[arg(long, env = "HELM_GUARD_DEADLINE_MS", default_value_t = 2500)]
     pub deadline_ms: u64,
-    /// How long in-flight requests may finish after SIGTERM, in seconds.
+    /// Longest shutdown after SIGTERM, in seconds: connections still open then are dropped.
+    /// Keep it below terminationGracePeriodSeconds minus the preStop sleep.
     #[arg(long, env = "HELM_GUARD_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
+    /// After SIGTERM, keep accepting connections for this many seconds while /readyz answers
+    /// 503 and every response says `Connection: close` (HTTP/2: GOAWAY), so clients still
+    /// holding pooled connections move away without losing a request. Counted within
+    /// --drain-seconds.
+    #[arg(long, env = "HELM_GUARD_SHUTDOWN_GRACE_SECONDS", default_value_t = 5)]
+    pub shutdown_grace_seconds: u64,
+    /// Longest TLS handshake, in milliseconds.
+    #[arg(long, env = "HELM_GUARD_HANDSHAKE_TIMEOUT_MS", default_value_t = 5000)]
+    pub handshake_timeout_ms: u64,
+    /// Longest time to receive an HTTP/1 request head, in milliseconds (for the first request
+    /// of a connection: from the end of the TLS handshake). Both listeners.
+    #[arg(long, env = "HELM_GUARD_HEADER_TIMEOUT_MS", default_value_t = 5000)]
+    pub header_timeout_ms: u64,
+    /// Close a connection with no request in flight after this many seconds (HTTP/2:
+    /// GOAWAY). Keep it above the API server's 90 s idle-connection timeout, so that the
+    /// client closes first. Both listeners. The request body is bounded by --deadline-ms.
+    #[arg(long, env = "HELM_GUARD_IDLE_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub idle_timeout_seconds: u64,
+    /// Connections open at once on the webhook listener. At the limit, the oldest connection
+    /// that has not sent a request yet is closed to make room; if none, new connections wait
+    /// in the listen backlog (logged at most every 10 s).
+    #[arg(long, env = "HELM_GUARD_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    /// Connections open at once on the admin listener.
+    #[arg(long, env = "HELM_GUARD_ADMIN_MAX_CONNECTIONS", default_value_t = 32)]
+    pub admin_max_connections: usize,
     /// Log format.
     #[arg(
         long,
@@ -483,13 +512,34 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         ready,
         extras,
     );
-    let running = server::start(state, config, a.listen, Some(a.admin_listen)).await?;
+    let running = server::start_with(
+        state,
+        config,
+        a.listen,
+        Some(a.admin_listen),
+        transport::Settings {
+            handshake_timeout: Duration::from_millis(a.handshake_timeout_ms),
+            header_timeout: Duration::from_millis(a.header_timeout_ms),
+            idle_timeout: Duration::from_secs(a.idle_timeout_seconds),
+            max_connections: a.max_connections.max(1),
+            admin_max_connections: a.admin_max_connections.max(1),
+        },
+    )
+    .await?;
     tracing::info!(listen = %running.addr, admin = ?running.admin_addr, "serving");
     server::shutdown_signal().await;
-    tracing::info!(drain_seconds = a.drain_seconds, "shutting down");
-    running
-        .shutdown(Duration::from_secs(a.drain_seconds))
-        .await?;
+    tracing::info!(
+        grace_seconds = a.shutdown_grace_seconds,
+        drain_seconds = a.drain_seconds,
+        "shutting down: /readyz answers 503, clients are told to close"
+    );
+    let drained = running
+        .drain(
+            Duration::from_secs(a.shutdown_grace_seconds),
+            Duration::from_secs(a.drain_seconds),
+        )
+        .await;
+    transport::log_drained(drained);
     for t in background {
         t.abort();
     }

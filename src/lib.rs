@@ -50,6 +50,7 @@ pub mod server;
 pub mod store;
 pub mod text;
 pub mod tls;
+pub mod transport;
 pub mod values;
 pub mod watch;
 pub mod workload;

@@ -14,7 +14,7 @@
 //! (cilium/cilium#13621, cloudflare/certinel#20). We poll instead: every few seconds both files
 //! are read *through* the symlinks and compared with the bytes being served. When they differ,
 //! a new rustls configuration is built and swapped into the shared [`RustlsConfig`], which
-//! axum-server consults on every handshake. Connections already open keep their session;
+//! the transport (src/transport.rs) reads on every handshake. Connections already open keep their session;
 //! new ones get the new certificate. A pair that does not form a valid configuration — a
 //! half-finished rotation (new certificate, old key), a truncated file, a missing file — is
 //! not applied: the previous configuration keeps serving and the next tick tries again.
@@ -323,7 +323,6 @@ mod tests {
 
     use axum::Router;
     use axum::routing::get;
-    use axum_server::Handle;
     use hyper::StatusCode;
     use tokio::sync::mpsc;
 
@@ -335,15 +334,22 @@ mod tests {
         tls::generate(&["127.0.0.1".to_owned()], 30).expect("certificates")
     }
 
-    /// A TLS server answering `GET /healthz` on 127.0.0.1 with `config`.
-    async fn serve(config: RustlsConfig) -> (Handle<SocketAddr>, String) {
-        let handle: Handle<SocketAddr> = Handle::new();
+    /// A TLS server answering `GET /healthz` on 127.0.0.1 with `config`, through the
+    /// webhook's own transport (a TLS acceptor per handshake from the shared config).
+    async fn serve(config: RustlsConfig) -> (crate::transport::Running, String) {
         let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
-        let server = axum_server::bind_rustls(SocketAddr::from(([127, 0, 0, 1], 0)), config)
-            .handle(handle.clone());
-        tokio::spawn(async move { server.serve(app.into_make_service()).await });
-        let addr = handle.listening().await.expect("listening");
-        (handle, format!("https://{addr}"))
+        let running = crate::transport::start(
+            app,
+            config,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            None,
+            crate::transport::Settings::default(),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+        .expect("listening");
+        let base = format!("https://{}", running.addr);
+        (running, base)
     }
 
     /// Whether a fresh connection trusting only `ca_pem` gets `200` from `/healthz`.
@@ -478,7 +484,7 @@ mod tests {
             "an open connection survives the swap"
         );
         watcher.abort();
-        handle.shutdown();
+        let _ = handle.shutdown(Duration::ZERO).await;
     }
 
     #[tokio::test]
@@ -545,7 +551,7 @@ mod tests {
             trusted_by(&two.ca_pem, &base).await,
             "second pair still serving"
         );
-        handle.shutdown();
+        let _ = handle.shutdown(Duration::ZERO).await;
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
-//! The HTTPS webhook server: routes, limits, deadline, health, graceful drain.
+//! The HTTPS webhook server: routes, limits, deadline, health. The listeners, their
+//! timeouts and the drain on shutdown are src/transport.rs.
 //!
 //! Failure handling is deliberate per kind of failure, because a non-2xx answer hands the
 //! outcome to the webhook's `failurePolicy` while a 200 answer decides it:
@@ -21,14 +22,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum_server::Handle;
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use axum_server::tls_rustls::RustlsConfig;
 use tracing::{debug, info, warn};
 
 use prometheus_client::registry::Registry;
@@ -39,6 +38,9 @@ use crate::lookup::{self, Fallback};
 use crate::metrics::{self, Metrics, Observation};
 use crate::policy::{Mode, Settings, Webhook};
 use crate::store::SharedIndex;
+use crate::transport;
+
+pub use crate::transport::Running;
 
 /// Every route the router serves, `(method, path)`: the deploy kit is checked against it.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -126,6 +128,8 @@ struct Inner {
     by_mode: [Settings; 3],
     limits: ServeLimits,
     ready: Arc<AtomicBool>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    draining: Arc<AtomicBool>,
     extras: Extras,
 }
 
@@ -156,6 +160,7 @@ impl AppState {
                 settings,
                 limits,
                 ready,
+                draining: Arc::new(AtomicBool::new(false)),
                 extras,
             }),
         }
@@ -205,7 +210,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    if s.inner.ready.load(Ordering::Acquire) {
+    if s.inner.draining.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if s.inner.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (
@@ -216,12 +223,12 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn validate_default(State(s): State<AppState>, body: Bytes) -> Response {
+async fn validate_default(State(s): State<AppState>, body: Body) -> Response {
     let mode = s.inner.settings.mode;
     admit(s, Webhook::Validate, mode, body).await
 }
 
-async fn mutate_default(State(s): State<AppState>, body: Bytes) -> Response {
+async fn mutate_default(State(s): State<AppState>, body: Body) -> Response {
     let mode = s.inner.settings.mode;
     admit(s, Webhook::Mutate, mode, body).await
 }
@@ -229,7 +236,7 @@ async fn mutate_default(State(s): State<AppState>, body: Bytes) -> Response {
 async fn validate_mode(
     State(s): State<AppState>,
     Path(mode): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     match Mode::parse(&mode) {
         Some(m) => admit(s, Webhook::Validate, m, body).await,
@@ -237,7 +244,7 @@ async fn validate_mode(
     }
 }
 
-async fn mutate_mode(State(s): State<AppState>, Path(mode): Path<String>, body: Bytes) -> Response {
+async fn mutate_mode(State(s): State<AppState>, Path(mode): Path<String>, body: Body) -> Response {
     match Mode::parse(&mode) {
         Some(m) => admit(s, Webhook::Mutate, m, body).await,
         None => (StatusCode::NOT_FOUND, "unknown mode\n").into_response(),
@@ -249,10 +256,19 @@ async fn mutate_mode(State(s): State<AppState>, Path(mode): Path<String>, body: 
 /// the deadline, so they can neither stall a worker nor outlive the webhook timeout.
 const INLINE_MAX: usize = 64 << 10;
 
-async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Bytes) -> Response {
+async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Body) -> Response {
     let started = Instant::now();
     let deadline = s.inner.limits.deadline;
     let deadline_at = tokio::time::Instant::now() + deadline;
+    // The body is read within the deadline; an oversized Content-Length is refused before any
+    // of it is read (no `100 Continue`).
+    let body = match transport::read_body(body, s.inner.limits.max_body_bytes, deadline_at).await {
+        Ok(body) => body,
+        Err(error) => {
+            warn!(%error, "request body refused; failure policy decides");
+            return error.into_response();
+        }
+    };
     let observe = |kind: &str, verdict: &'static str, actor: &'static str| {
         s.inner.extras.metrics.admission.observe(
             Observation {
@@ -371,89 +387,28 @@ async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Bytes) -> Respon
         .into_response()
 }
 
-/// A running server.
-pub struct Running {
-    /// Where the TLS listener is bound (useful with port 0).
-    pub addr: SocketAddr,
-    /// Where the admin listener is bound, if any.
-    pub admin_addr: Option<SocketAddr>,
-    handle: Handle<SocketAddr>,
-    admin_handle: Option<Handle<SocketAddr>>,
-    tasks: Vec<tokio::task::JoinHandle<Result<(), ServerError>>>,
-}
-
-impl Running {
-    /// Stops accepting, lets in-flight requests finish for up to `drain`, then returns.
-    pub async fn shutdown(self, drain: Duration) -> Result<(), ServerError> {
-        self.handle.graceful_shutdown(Some(drain));
-        if let Some(h) = &self.admin_handle {
-            h.graceful_shutdown(Some(drain));
-        }
-        for t in self.tasks {
-            if let Ok(r) = t.await {
-                r?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Binds the TLS listener (and the admin listener) and serves in background tasks.
+/// Binds the TLS listener (and the admin listener) and serves in background tasks, with the
+/// default timeouts and limits.
 pub async fn start(
     state: AppState,
     tls: RustlsConfig,
     listen: SocketAddr,
     admin: Option<SocketAddr>,
 ) -> Result<Running, ServerError> {
-    let handle: Handle<SocketAddr> = Handle::new();
-    let app = router(state.clone());
-    // TCP_NODELAY: admission reviews are small request/response pairs on kept-alive
-    // connections, where Nagle's algorithm and delayed ACKs add ~40 ms to a response.
-    let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
-    let server = axum_server::bind(listen)
-        .acceptor(acceptor)
-        .handle(handle.clone());
-    let mut tasks = vec![tokio::spawn(async move {
-        server
-            .serve(app.into_make_service())
-            .await
-            .map_err(|source| ServerError::Io {
-                addr: listen,
-                source,
-            })
-    })];
-    let addr = handle.listening().await.ok_or_else(|| ServerError::Io {
-        addr: listen,
-        source: std::io::Error::other("listener did not start"),
-    })?;
-    let (admin_addr, admin_handle) = match admin {
-        Some(a) => {
-            let h: Handle<SocketAddr> = Handle::new();
-            let app = admin_router(state);
-            let server = axum_server::bind(a)
-                .acceptor(NoDelayAcceptor::new())
-                .handle(h.clone());
-            tasks.push(tokio::spawn(async move {
-                server
-                    .serve(app.into_make_service())
-                    .await
-                    .map_err(|source| ServerError::Io { addr: a, source })
-            }));
-            let bound = h.listening().await.ok_or_else(|| ServerError::Io {
-                addr: a,
-                source: std::io::Error::other("admin listener did not start"),
-            })?;
-            (Some(bound), Some(h))
-        }
-        None => (None, None),
-    };
-    Ok(Running {
-        addr,
-        admin_addr,
-        handle,
-        admin_handle,
-        tasks,
-    })
+    start_with(state, tls, listen, admin, transport::Settings::default()).await
+}
+
+/// [`start`] with explicit timeouts and limits.
+pub async fn start_with(
+    state: AppState,
+    tls: RustlsConfig,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    settings: transport::Settings,
+) -> Result<Running, ServerError> {
+    let draining = state.inner.draining.clone();
+    let admin = admin.map(|a| (admin_router(state.clone()), a));
+    transport::start(router(state), tls, listen, admin, settings, draining).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -625,3 +625,390 @@ fn serve_from_files_answers_over_tls_and_drains_on_sigterm() {
     assert!(logs.contains("shutting down"), "{logs}");
     assert!(!logs.contains(CANARY));
 }
+
+/// A `serve` process on 127.0.0.1 with the release files of [`write_releases`] and its own
+/// certificates; its JSON log lines are collected by a thread (so that a busy server never
+/// blocks on a full pipe).
+struct Served {
+    child: std::process::Child,
+    port: u16,
+    admin: std::net::SocketAddr,
+    ca: Vec<u8>,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+fn serve_in_background(extra: &[&str]) -> Served {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_releases(dir.path());
+    let certs = dir.path().join("certs");
+    let out = run(
+        bin()
+            .args(["certs", "--service", "localhost", "--namespace", "x"])
+            .arg("--out-dir")
+            .arg(&certs),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let mut child = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--default-mode", "enforce"])
+        .args(extra)
+        .arg("--tls-cert")
+        .arg(certs.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.join("tls.key"))
+        .arg("--releases")
+        .arg(dir.path().join("secrets.json"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (listen, admin) = loop {
+        let line = lines
+            .next()
+            .expect("serve logged before exiting")
+            .expect("utf-8 log line");
+        let v: Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["message"] == "serving" {
+            let admin = v["admin"].as_str().expect("admin");
+            let admin = admin.trim_start_matches("Some(").trim_end_matches(')');
+            break (
+                v["listen"].as_str().expect("listen").to_owned(),
+                admin.parse().expect("admin address"),
+            );
+        }
+    };
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                logs.lock().expect("logs").push(line);
+            }
+        })
+    };
+    Served {
+        child,
+        port: listen
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port"),
+        admin,
+        ca: std::fs::read(certs.join("ca.crt")).expect("ca"),
+        logs,
+        reader,
+        _dir: dir,
+    }
+}
+
+/// What one pooled client saw.
+#[derive(Debug, Default)]
+struct PoolStats {
+    ok: usize,
+    failed: usize,
+    /// Connections opened.
+    connections: usize,
+    /// Requests answered on the first connection (reuse before the shutdown).
+    first_connection: usize,
+    /// Responses that closed their connection (HTTP/1 `Connection: close`, HTTP/2 GOAWAY).
+    told_to_go: usize,
+    /// Requests answered after the first such response.
+    after_told: usize,
+    /// Requests that never left the client (connection already closing): resent, as Go's
+    /// transport resends a request it has not written.
+    resent: usize,
+    errors: Vec<String>,
+}
+
+type Body = http_body_util::Full<axum::body::Bytes>;
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Body>),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+async fn open(
+    port: u16,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    h2: bool,
+) -> Result<Sender, String> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    assert_eq!(
+        stream.get_ref().1.alpn_protocol() == Some(b"h2"),
+        h2,
+        "ALPN picks the protocol"
+    );
+    let io = hyper_util::rt::TokioIo::new(stream);
+    if h2 {
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(|e| format!("h2 handshake: {e}"))?;
+        tokio::spawn(conn);
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| format!("h1 handshake: {e}"))?;
+        tokio::spawn(conn);
+        Ok(Sender::H1(sender))
+    }
+}
+
+/// A client that behaves like the API server's connection pool: one connection reused for
+/// every request, a new one only after the server said it closes (or had closed it). Runs
+/// until `stop` is set and, after that, it has been told to go and been answered `after` more
+/// times on new connections.
+async fn pooled_client(
+    port: u16,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    h2: bool,
+    review: axum::body::Bytes,
+    total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    after: usize,
+) -> PoolStats {
+    use http_body_util::BodyExt as _;
+    use std::sync::atomic::Ordering;
+    let mut s = PoolStats::default();
+    let mut sender: Option<Sender> = None;
+    while !(stop.load(Ordering::Acquire) && s.told_to_go > 0 && s.after_told >= after) {
+        if s.failed > 0 && s.errors.len() > 3 {
+            break;
+        }
+        let conn = match &mut sender {
+            Some(c) => c,
+            None => match open(port, tls.clone(), h2).await {
+                Ok(c) => {
+                    s.connections += 1;
+                    sender.insert(c)
+                }
+                Err(e) => {
+                    s.failed += 1;
+                    s.errors.push(e);
+                    continue;
+                }
+            },
+        };
+        let request = hyper::Request::post("/validate/enforce")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Body::new(review.clone()))
+            .expect("request");
+        let (answer, closes) = match conn {
+            Sender::H1(c) => {
+                if c.ready().await.is_err() {
+                    sender = None;
+                    continue;
+                }
+                match c.try_send_request(request).await {
+                    Ok(res) => {
+                        let closes = res
+                            .headers()
+                            .get("connection")
+                            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                        (Ok(res), closes)
+                    }
+                    Err(e) => (Err(e), true),
+                }
+            }
+            Sender::H2(c) => {
+                if c.ready().await.is_err() {
+                    // GOAWAY received: the pool opens a new connection.
+                    s.told_to_go += 1;
+                    sender = None;
+                    continue;
+                }
+                match c.try_send_request(request).await {
+                    Ok(res) => (Ok(res), false),
+                    Err(e) => (Err(e), true),
+                }
+            }
+        };
+        match answer {
+            Ok(res) => {
+                let status = res.status();
+                let body = res.into_body().collect().await.map(|b| b.to_bytes());
+                match body {
+                    Ok(b) if status == 200 && b.windows(6).any(|w| w == b"pool-1") => {
+                        s.ok += 1;
+                        total.fetch_add(1, Ordering::AcqRel);
+                        if s.connections == 1 {
+                            s.first_connection += 1;
+                        }
+                        if s.told_to_go > 0 {
+                            s.after_told += 1;
+                        }
+                    }
+                    other => {
+                        s.failed += 1;
+                        s.errors.push(format!("{status}: {other:?}"));
+                    }
+                }
+                if closes {
+                    s.told_to_go += 1;
+                    sender = None;
+                }
+            }
+            Err(e) if e.message().is_some() => {
+                s.resent += 1;
+                sender = None;
+            }
+            Err(e) => {
+                s.failed += 1;
+                s.errors.push(e.into_error().to_string());
+                sender = None;
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn sigterm_under_load_loses_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const H1_CLIENTS: usize = 16;
+    const H2_CLIENTS: usize = 4;
+    const AFTER: usize = 5;
+    // The default grace period (5 s) is what carries the clients over; the drain limit is
+    // the default too.
+    let mut served = serve_in_background(&[]);
+    let review =
+        axum::body::Bytes::from(serde_json::to_vec(&rollback().review("pool-1")).expect("json"));
+    helm_guard::tls::install_provider();
+    let base = helm_guard::tls::client_config(&served.ca).expect("CA");
+    let alpn = |proto: &[u8]| {
+        let mut c = (*base).clone();
+        c.alpn_protocols = vec![proto.to_vec()];
+        Arc::new(c)
+    };
+    let (h1_tls, h2_tls) = (alpn(b"http/1.1"), alpn(b"h2"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let total = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = served.port;
+    let (stats, ready_while_draining) = rt.block_on(async {
+        let clients: Vec<_> = (0..H1_CLIENTS + H2_CLIENTS)
+            .map(|i| {
+                let h2 = i >= H1_CLIENTS;
+                tokio::spawn(pooled_client(
+                    port,
+                    if h2 { h2_tls.clone() } else { h1_tls.clone() },
+                    h2,
+                    review.clone(),
+                    total.clone(),
+                    stop.clone(),
+                    AFTER,
+                ))
+            })
+            .collect();
+        // Busy, kept-alive connections: then SIGTERM while requests are in flight.
+        let busy = (H1_CLIENTS + H2_CLIENTS) * 20;
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while total.load(Ordering::Acquire) < busy {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("clients get going (safety net)");
+        let killed = Command::new("kill")
+            .args(["-TERM", &served.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let at_term = total.load(Ordering::Acquire);
+        stop.store(true, Ordering::Release);
+        // /readyz turns 503 on both listeners while the clients keep going.
+        let admin = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let answer = plain_get(served.admin, "/readyz").await;
+                if !answer.starts_with("HTTP/1.1 200") {
+                    break answer;
+                }
+            }
+        })
+        .await
+        .expect("readyz changes (safety net)");
+        let client = helm_guard::client::WebhookClient::new(
+            &served.ca,
+            &format!("https://localhost:{port}"),
+        )
+        .expect("client");
+        let (tls_status, _) = client.get("/readyz").await.expect("readyz over TLS");
+        let mut stats = Vec::new();
+        for c in clients {
+            stats.push(
+                tokio::time::timeout(std::time::Duration::from_secs(60), c)
+                    .await
+                    .expect("clients finish (safety net)")
+                    .expect("client task"),
+            );
+        }
+        eprintln!(
+            "requests before SIGTERM: {at_term}; after: {}",
+            total.load(Ordering::Acquire) - at_term
+        );
+        (stats, (admin, tls_status.as_u16()))
+    });
+    let status = served.child.wait().expect("wait");
+    let _ = served.reader.join();
+    let logs = served.logs.lock().expect("logs").join("\n");
+    assert!(status.success(), "serve exits 0 after draining: {status:?}");
+    let (admin, tls_status) = ready_while_draining;
+    assert!(admin.starts_with("HTTP/1.1 503"), "{admin}");
+    assert_eq!(tls_status, 503);
+    for (i, s) in stats.iter().enumerate() {
+        eprintln!("client {i}: {s:?}");
+        assert_eq!(s.failed, 0, "client {i}: {s:?}");
+        assert!(
+            s.first_connection >= 2,
+            "client {i} reused its connection: {s:?}"
+        );
+        assert!(
+            s.told_to_go > 0 && s.after_told >= AFTER,
+            "client {i}: {s:?}"
+        );
+        assert!(s.connections >= 2, "client {i} reconnected: {s:?}");
+    }
+    let ok: usize = stats.iter().map(|s| s.ok).sum();
+    let resent: usize = stats.iter().map(|s| s.resent).sum();
+    eprintln!("answered: {ok}, failed: 0, resent unwritten: {resent}");
+    assert!(logs.contains("drained: every connection closed"), "{logs}");
+}
+
+async fn plain_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin port");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.expect("read");
+    out
+}

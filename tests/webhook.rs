@@ -22,7 +22,7 @@ use helm_guard::policy::{Mode, Settings};
 use helm_guard::server::{self, AppState, Running};
 use helm_guard::store::{Index, SharedIndex};
 use helm_guard::workload::WorkloadKind;
-use helm_guard::{demo, tls};
+use helm_guard::{demo, tls, transport};
 
 const CANARY: &str = "CANARY-db-pa55word-do-not-leak";
 const PG11: &str = "docker.io/bitnami/postgresql:11.22.0";
@@ -50,9 +50,18 @@ struct Fixture {
     running: Running,
     client: WebhookClient,
     ready: Arc<AtomicBool>,
+    ca: String,
 }
 
 async fn start(limits: server::ServeLimits, mode: Mode) -> Fixture {
+    start_with(limits, mode, transport::Settings::default()).await
+}
+
+async fn start_with(
+    limits: server::ServeLimits,
+    mode: Mode,
+    settings: transport::Settings,
+) -> Fixture {
     tls::install_provider();
     let bundle = tls::generate(&["127.0.0.1".to_owned()], 1).expect("certs");
     let ready = Arc::new(AtomicBool::new(true));
@@ -66,11 +75,12 @@ async fn start(limits: server::ServeLimits, mode: Mode) -> Fixture {
         tls::server_config(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
             .expect("server config"),
     ));
-    let running = server::start(
+    let running = server::start_with(
         state,
         config,
         SocketAddr::from(([127, 0, 0, 1], 0)),
         Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        settings,
     )
     .await
     .expect("server starts");
@@ -83,6 +93,7 @@ async fn start(limits: server::ServeLimits, mode: Mode) -> Fixture {
         running,
         client,
         ready,
+        ca: bundle.ca_pem,
     }
 }
 
@@ -434,6 +445,248 @@ async fn enforce_has_no_holes_over_tls() {
         metrics.contains(r#"kind="other",verdict="not-checked",actor="none"} 1"#),
         "{metrics}"
     );
+    f.running
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+}
+
+/// A TLS connection that speaks HTTP/1.1 by hand (ALPN `http/1.1`).
+async fn raw_tls(f: &Fixture) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_with_alpn(f, b"http/1.1").await
+}
+
+async fn tls_with_alpn(
+    f: &Fixture,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut config = (*tls::client_config(f.ca.as_bytes()).expect("CA")).clone();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(f.running.addr)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake")
+}
+
+/// Everything the server sends until it closes the connection. A close without TLS
+/// `close_notify` counts as a close; the time limit is only a safety net.
+async fn until_closed(conn: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), conn.read(&mut buf)).await {
+            Err(_) => panic!(
+                "the server still holds the connection (safety net); got {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let settings = transport::Settings {
+        handshake_timeout: Duration::from_millis(300),
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(500),
+        ..transport::Settings::default()
+    };
+    let limits = server::ServeLimits {
+        max_body_bytes: 1 << 20,
+        deadline: Duration::from_millis(500),
+    };
+    let f = start_with(limits, Mode::Enforce, settings).await;
+
+    // A TCP connection that never starts TLS: closed at the handshake timeout.
+    let mut tcp = tokio::net::TcpStream::connect(f.running.addr)
+        .await
+        .expect("connect");
+    assert_eq!(until_closed(&mut tcp).await, "");
+
+    // TLS, then half a request head: closed at the header timeout, nothing answered.
+    let mut conn = raw_tls(&f).await;
+    conn.write_all(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+        .await
+        .expect("write");
+    assert_eq!(until_closed(&mut conn).await, "");
+
+    // TLS, then no request at all: the first head is due within the header timeout too.
+    let mut conn = raw_tls(&f).await;
+    assert_eq!(until_closed(&mut conn).await, "");
+
+    // Half a body: 503 at the request deadline (the failure policy decides), then closed.
+    let mut conn = raw_tls(&f).await;
+    conn.write_all(
+        b"POST /validate/enforce HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+          Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"request\": {",
+    )
+    .await
+    .expect("write");
+    let answer = until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+
+    // An idle keep-alive connection: answered, kept open, then closed at the idle timeout.
+    let mut conn = raw_tls(&f).await;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+
+    // `Expect: 100-continue` with an oversized Content-Length: 413 at once, no `100 Continue`
+    // (the client never sends the 20 MiB).
+    let mut conn = raw_tls(&f).await;
+    conn.write_all(
+        b"POST /validate/enforce HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+          Content-Type: application/json\r\nContent-Length: 20971520\r\n\
+          Expect: 100-continue\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let answer = until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+
+    // The admin port: half a request head, closed at the header timeout.
+    let admin = f.running.admin_addr.expect("admin listener");
+    let mut tcp = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .expect("write");
+    assert_eq!(until_closed(&mut tcp).await, "");
+
+    // An idle HTTP/2 connection: answered, then GOAWAY at the idle timeout and closed.
+    let h2 = tls_with_alpn(&f, b"h2").await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(h2),
+    )
+    .await
+    .expect("h2 handshake");
+    let driver = tokio::spawn(conn);
+    let request = hyper::Request::get("https://127.0.0.1/healthz")
+        .body(http_body_util::Empty::<axum::body::Bytes>::new())
+        .expect("request");
+    let res = sender.send_request(request).await.expect("healthz");
+    assert_eq!(res.status(), 200);
+    tokio::time::timeout(Duration::from_secs(30), driver)
+        .await
+        .expect("the server ends an idle HTTP/2 connection (safety net)")
+        .expect("task")
+        .expect("a clean GOAWAY, not an error");
+    assert!(sender.is_closed());
+
+    // Meanwhile good requests are answered.
+    let (status, v, _) = post(&f.client, "/validate/enforce", &rollback().review("u-ok")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["response"]["allowed"], false);
+    f.running
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_evicts_silent_connections_and_holds_the_rest() {
+    use tokio::io::AsyncWriteExt;
+    let settings = transport::Settings {
+        max_connections: 1,
+        handshake_timeout: Duration::from_secs(60),
+        header_timeout: Duration::from_secs(60),
+        ..transport::Settings::default()
+    };
+    let mut f = start_with(server::ServeLimits::default(), Mode::Enforce, settings).await;
+
+    // The only slot taken by a TCP connection that says nothing: a new client takes its place.
+    let mut silent = tokio::net::TcpStream::connect(f.running.addr)
+        .await
+        .expect("connect");
+    let (status, _) = f.client.get("/healthz").await.expect("healthz");
+    assert_eq!(status.as_u16(), 200);
+    assert_eq!(
+        until_closed(&mut silent).await,
+        "",
+        "the silent one gave way"
+    );
+
+    // The slot taken by a connection that has been answered (kept alive): it is not evicted,
+    // a new connection waits until it closes.
+    let fresh = WebhookClient::new(
+        f.ca.as_bytes(),
+        &format!("https://127.0.0.1:{}", f.running.addr.port()),
+    )
+    .expect("client");
+    // Dropping the old client closes its pooled connection, which frees the slot.
+    drop(std::mem::replace(&mut f.client, fresh));
+    let mut talking = raw_tls(&f).await;
+    talking
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut talking, &mut head)
+        .await
+        .expect("answered");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let client = f.client.clone();
+    let second = tokio::spawn(async move { client.get("/healthz").await.map(|(s, _)| s.as_u16()) });
+    // Negative check: with no limit, the request is answered in milliseconds; a slow machine
+    // can only make this pass, never fail.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "a connection was served beyond the limit"
+    );
+    drop(talking);
+    let status = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("served once the slot is free (safety net)")
+        .expect("task")
+        .expect("healthz");
+    assert_eq!(status, 200);
+    f.running
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_answers_readyz_503_and_closes_http1_after_the_response() {
+    use tokio::io::AsyncWriteExt;
+    let f = start(server::ServeLimits::default(), Mode::Enforce).await;
+    // A kept-alive connection, open before the drain.
+    let mut conn = raw_tls(&f).await;
+    f.running.begin_drain();
+    let admin = f.running.admin_addr.expect("admin listener");
+    assert!(
+        plain_get(admin, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 503")
+    );
+    // New connections are still accepted during the grace period.
+    let (status, _) = f.client.get("/readyz").await.expect("readyz");
+    assert_eq!(status.as_u16(), 503);
+    // The request on the old connection is answered, with `Connection: close`, then the
+    // server closes it.
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
     f.running
         .shutdown(Duration::from_secs(1))
         .await
