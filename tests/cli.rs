@@ -1012,3 +1012,33 @@ async fn plain_get(addr: std::net::SocketAddr, path: &str) -> String {
     conn.read_to_string(&mut out).await.expect("read");
     out
 }
+
+/// An occupied admin port is said once, with its address: no cause repeated.
+#[test]
+fn an_occupied_port_is_said_once() {
+    helm_guard::tls::install_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = helm_guard::tls::generate(&["127.0.0.1".to_owned()], 1).expect("certs");
+    std::fs::write(dir.path().join("tls.crt"), &bundle.cert_pem).expect("write");
+    std::fs::write(dir.path().join("tls.key"), &bundle.key_pem).expect("write");
+    std::fs::write(dir.path().join("rel.json"), r#"{"kind":"List","items":[]}"#).expect("write");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let out = run(
+        bin()
+            .args(["serve", "--tls-cert", "tls.crt", "--tls-key", "tls.key"])
+            .args(["--listen", "127.0.0.1:0", "--releases", "rel.json"])
+            .args(["--admin-listen", &format!("127.0.0.1:{port}")])
+            .current_dir(dir.path()),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("helm-guard serve:"))
+        .unwrap_or_default();
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert_eq!(line.matches("in use").count(), 1, "{line}");
+    drop(taken);
+}
