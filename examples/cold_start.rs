@@ -22,7 +22,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 
-use helm_guard::helm::build::{History, postgres_chart};
+use helm_guard::demo::build::{History, postgres_chart};
 use helm_guard::helm::{DecodeLimits, RecordKind};
 use helm_guard::metrics::Metrics;
 use helm_guard::store::{Index, SharedIndex};

@@ -32,7 +32,7 @@ use axum::body::Bytes;
 use axum_server::Handle;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use helm_guard::client::WebhookClient;
+use helm_guard::demo::client::WebhookClient;
 use helm_guard::policy::{Mode, Settings};
 use helm_guard::server::{self, AppState};
 use helm_guard::tls;

@@ -33,10 +33,8 @@
 pub mod actor;
 pub mod admission;
 pub mod cli;
-pub mod client;
 pub mod demo;
 pub mod events;
-pub mod fixtures;
 pub mod helm;
 pub mod image;
 pub mod lookup;

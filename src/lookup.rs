@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn hints() {
-        use crate::fixtures::record_review;
+        use crate::demo::fixtures::record_review;
         use crate::policy::{Mode, Settings};
         let managers = vec!["helm".to_owned()];
         let facts = |body: Value| {
@@ -387,7 +387,7 @@ mod tests {
             Some((ReleaseKey::new("db", "db"), Want::Pending))
         );
         assert_eq!(hint_of(body(sts, None, json!({}))), None);
-        let history = crate::helm::build::postgres_history("CANARY");
+        let history = crate::demo::build::postgres_history("CANARY");
         let record = record_review("u", &history.last().secret(), "CREATE", "helm");
         assert_eq!(
             hint_of(record),

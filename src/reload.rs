@@ -327,7 +327,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::client::WebhookClient;
+    use crate::demo::client::WebhookClient;
     use crate::tls::Bundle;
 
     fn bundle() -> Bundle {

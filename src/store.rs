@@ -418,7 +418,7 @@ fn has_object_extension(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::helm::build::{History, postgres_chart};
+    use crate::demo::build::{History, postgres_chart};
     use crate::values::coalesce::UpgradeValues;
     use crate::workload::WorkloadKind;
     use serde_json::json;

@@ -1,20 +1,19 @@
 //! The commands as users run them: the built binary, real files, stdin/stdout, exit codes.
 
+mod common;
+
+use common::rollback;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
-use helm_guard::fixtures::Edit;
-use helm_guard::helm::build::{History, postgres_chart};
+use helm_guard::demo::build::{History, postgres_chart};
 use helm_guard::values::coalesce::UpgradeValues;
-use helm_guard::workload::WorkloadKind;
 
 const CANARY: &str = "CANARY-cli-pa55word";
-const PG11: &str = "docker.io/bitnami/postgresql:11.22.0";
-const PG15: &str = "docker.io/bitnami/postgresql:15.4.0";
-const EXPORTER: &str = "docker.io/bitnami/postgres-exporter:0.15.0";
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_helm-guard"))
@@ -39,7 +38,7 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
 }
 
 fn history() -> History {
-    helm_guard::helm::build::postgres_history(CANARY)
+    common::history(CANARY)
 }
 
 /// Writes the release as `kubectl get -o json` (a List of Secrets) and, for revision 2, as a
@@ -51,17 +50,6 @@ fn write_releases(dir: &Path) {
     let yaml = format!("{other}---\n{}\n", h.revisions[1].config_map());
     std::fs::write(dir.join("cm.yaml"), yaml).expect("write");
     std::fs::write(dir.join("notes.txt"), "not read: wrong extension").expect("write");
-}
-
-fn rollback() -> Edit {
-    Edit::kubectl_set_image(
-        WorkloadKind::StatefulSet,
-        "db",
-        "db-postgresql",
-        "db",
-        &[("postgresql", PG15), ("metrics", EXPORTER)],
-        &[("postgresql", PG11), ("metrics", EXPORTER)],
-    )
 }
 
 fn stdout_json(out: &Output) -> Value {
@@ -498,7 +486,7 @@ fn review_of_a_pending_release_record_warns_or_denies() {
         "items": h.revisions[..2].iter().map(|r| r.secret()).collect::<Vec<_>>()});
     std::fs::write(dir.path().join("db.json"), known.to_string()).expect("write");
     let review =
-        helm_guard::fixtures::record_review("rec-1", &h.last().secret(), "CREATE", "alice");
+        helm_guard::demo::fixtures::record_review("rec-1", &h.last().secret(), "CREATE", "alice");
     let request = dir.path().join("record.json");
     std::fs::write(&request, review.to_string()).expect("write");
     let releases = dir.path().join("db.json");
@@ -597,7 +585,7 @@ fn serve_from_files_answers_over_tls_and_drains_on_sigterm() {
     let (status, body) = rt.block_on(async {
         helm_guard::tls::install_provider();
         let client =
-            helm_guard::client::WebhookClient::new(&ca, &format!("https://localhost:{port}"))
+            helm_guard::demo::client::WebhookClient::new(&ca, &format!("https://localhost:{port}"))
                 .expect("client");
         client
             .post_json("/validate", serde_json::to_vec(&review).expect("json"))
@@ -954,7 +942,7 @@ fn sigterm_under_load_loses_no_request() {
         })
         .await
         .expect("readyz changes (safety net)");
-        let client = helm_guard::client::WebhookClient::new(
+        let client = helm_guard::demo::client::WebhookClient::new(
             &served.ca,
             &format!("https://localhost:{port}"),
         )

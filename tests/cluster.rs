@@ -31,8 +31,8 @@ use kube::runtime::watcher::{self, Event};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
+use helm_guard::demo::build::{History, ReleaseRecord, postgres_chart};
 use helm_guard::events::EventQueue;
-use helm_guard::helm::build::{History, ReleaseRecord, postgres_chart};
 use helm_guard::helm::{DecodeLimits, RecordKind, ReleaseKey};
 use helm_guard::lookup::{Fallback, FallbackConfig, LookupOutcome, Want};
 use helm_guard::metrics::{self, Metrics, Observation};

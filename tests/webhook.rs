@@ -2,10 +2,14 @@
 //! AdmissionReviews shaped as the API server sends them, release records encoded as Helm
 //! encodes them.
 
+mod common;
+
+use common::{index_of, rollback};
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
@@ -13,37 +17,17 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use helm_guard::client::WebhookClient;
-use helm_guard::fixtures::{Edit, record_review};
-use helm_guard::helm::DecodeLimits;
-use helm_guard::helm::build::History;
-use helm_guard::helm::record::index_record;
+use helm_guard::demo::build::History;
+use helm_guard::demo::client::WebhookClient;
+use helm_guard::demo::fixtures::record_review;
 use helm_guard::policy::{Mode, Settings};
 use helm_guard::server::{self, AppState, Running};
-use helm_guard::store::{Index, SharedIndex};
-use helm_guard::workload::WorkloadKind;
 use helm_guard::{demo, tls, transport};
 
 const CANARY: &str = "CANARY-db-pa55word-do-not-leak";
-const PG11: &str = "docker.io/bitnami/postgresql:11.22.0";
-const PG15: &str = "docker.io/bitnami/postgresql:15.4.0";
-const EXPORTER: &str = "docker.io/bitnami/postgres-exporter:0.15.0";
 
-/// Release db/db: rev 1 (11, superseded) and rev 2 (15, deployed), password in the values.
 fn history() -> History {
-    helm_guard::helm::build::postgres_history(CANARY)
-}
-
-fn index_of(h: &History) -> SharedIndex {
-    let mut idx = Index::default();
-    for r in &h.revisions {
-        idx.apply(
-            index_record(&r.secret(), DecodeLimits::default())
-                .expect("record")
-                .expect("decodes"),
-        );
-    }
-    Arc::new(RwLock::new(idx))
+    common::history(CANARY)
 }
 
 struct Fixture {
@@ -95,17 +79,6 @@ async fn start_with(
         ready,
         ca: bundle.ca_pem,
     }
-}
-
-fn rollback() -> Edit {
-    Edit::kubectl_set_image(
-        WorkloadKind::StatefulSet,
-        "db",
-        "db-postgresql",
-        "db",
-        &[("postgresql", PG15), ("metrics", EXPORTER)],
-        &[("postgresql", PG11), ("metrics", EXPORTER)],
-    )
 }
 
 async fn post(client: &WebhookClient, path: &str, review: &Value) -> (u16, Value, String) {
@@ -423,8 +396,12 @@ async fn enforce_has_no_holes_over_tls() {
     }
 
     // A release record that does not decode: allowed, with a warning naming it.
-    let mut record =
-        helm_guard::fixtures::record_review("u-rec", &history().last().secret(), "CREATE", "helm");
+    let mut record = helm_guard::demo::fixtures::record_review(
+        "u-rec",
+        &history().last().secret(),
+        "CREATE",
+        "helm",
+    );
     record["request"]["object"]["data"]["release"] = json!("bm90LWhlbG0=");
     let (_, v, _) = post(&f.client, "/validate/enforce", &record).await;
     assert_eq!(v["response"]["allowed"], true, "{v}");

@@ -12,8 +12,8 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use helm_guard::fixtures::Edit;
-use helm_guard::helm::build::{Chart, History, ReleaseRecord, encode_release, gzip_best};
+use helm_guard::demo::build::{Chart, History, ReleaseRecord, encode_release, gzip_best};
+use helm_guard::demo::fixtures::Edit;
 use helm_guard::helm::record::index_record;
 use helm_guard::helm::{DecodeLimits, RevisionIndex, WorkloadImages};
 use helm_guard::store::Index;

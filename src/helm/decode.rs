@@ -269,7 +269,7 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::helm::build::{encode_release, gzip_best};
+    use crate::demo::build::{encode_release, gzip_best};
 
     fn src<'a>(name: &'a str, data: &'a [u8]) -> RecordSource<'a> {
         RecordSource {

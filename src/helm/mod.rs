@@ -18,7 +18,6 @@
 //!                     (bounded gunzip, JSON)     (manifest → workloads → images)
 //! ```
 
-pub mod build;
 mod decode;
 mod manifest;
 pub mod record;

@@ -8,6 +8,10 @@
 //! release records are Helm-encoded and decoded by the same code the server uses for the
 //! cluster. Each step checks what it expects; the demo exits non-zero if any step misbehaves.
 
+pub mod build;
+pub mod client;
+pub mod fixtures;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -19,10 +23,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use crate::client::WebhookClient;
-use crate::fixtures::Edit;
+use build::{History, postgres_chart};
+use client::WebhookClient;
+use fixtures::Edit;
+
 use crate::helm::DecodeLimits;
-use crate::helm::build::{History, postgres_chart};
 use crate::helm::record::index_record;
 use crate::policy::{Mode, Settings};
 use crate::server::{self, AppState};
@@ -47,7 +52,7 @@ pub enum DemoError {
     #[error(transparent)]
     Server(#[from] server::ServerError),
     #[error(transparent)]
-    Client(#[from] crate::client::ClientError),
+    Client(#[from] crate::demo::client::ClientError),
     #[error("loading the certificate: {0}")]
     Io(#[from] std::io::Error),
     #[error("release record: {0}")]
@@ -315,7 +320,12 @@ pub async fn run(out: &mut impl Write) -> Result<usize, DemoError> {
     let a = story
         .send_review(
             "/validate/enforce",
-            &crate::fixtures::record_review("demo-record", &pending, "CREATE", "alice@example.com"),
+            &crate::demo::fixtures::record_review(
+                "demo-record",
+                &pending,
+                "CREATE",
+                "alice@example.com",
+            ),
         )
         .await?;
     story.no_canary(&a);

@@ -17,7 +17,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::{Value, json};
 
-use super::Status;
+use crate::release::Status;
 use crate::values::coalesce::{UpgradeValues, coalesce_values, reuse_values};
 
 /// gzip at `gzip.BestCompression`, as Helm does.
@@ -231,25 +231,6 @@ impl History {
             Status::PendingUpgrade,
             "Preparing upgrade",
         )
-    }
-
-    /// `helm rollback NAME REVISION` up to the `pending-rollback` write: the target's chart,
-    /// values and manifest come back as a new revision.
-    pub fn begin_rollback(&mut self, to: u32) -> &ReleaseRecord {
-        let target = self
-            .revisions
-            .iter()
-            .find(|r| r.revision == to)
-            .expect("rollback target exists")
-            .clone();
-        let revision = self.revisions.len() as u32 + 1;
-        self.revisions.push(ReleaseRecord {
-            revision,
-            status: Status::PendingRollback,
-            description: format!("Rollback to {to}"),
-            ..target
-        });
-        &self.revisions[self.revisions.len() - 1]
     }
 
     /// Finishes the pending operation: the previous deployed revision becomes `superseded`,
