@@ -822,6 +822,7 @@ pub fn short(s: &str) -> String {
     format!("{}…", clip(s, WARNING_MAX - '…'.len_utf8()))
 }
 
+pub mod live;
 mod record;
 #[cfg(test)]
 mod tests;
