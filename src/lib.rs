@@ -28,7 +28,7 @@
 //! stale pins), [`store`] (the index), [`watch`] (cluster watches feeding it), [`lookup`]
 //! (bounded fallback lookups), [`events`] (Kubernetes Events), [`metrics`] (Prometheus),
 //! [`admission`] (wire adapter), [`server`] (HTTPS), [`tls`], [`client`], and the commands
-//! [`review`], [`pins`], [`demo`], [`cli`].
+//! [`review`], [`pins`], [`scan`], [`demo`], [`cli`].
 
 pub mod actor;
 pub mod admission;
@@ -45,6 +45,7 @@ pub mod pins;
 pub mod policy;
 pub mod reload;
 pub mod review;
+pub mod scan;
 pub mod server;
 pub mod store;
 pub mod tls;

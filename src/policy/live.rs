@@ -12,6 +12,7 @@
 //!                    not rendered, image owned by a
 //!                    non-Helm managedFields entry       → added
 //!   break-glass annotation with a reason                → the same findings, as break-glass
+//!   ReplicaSet of a Deployment, Job of a CronJob: not judged (the owner is)
 //!   Pod: judged only where its image differs from both the chart and its owner's live
 //!        template (an in-place edit); otherwise the owner carries the finding
 //! ```
@@ -134,6 +135,16 @@ pub fn judge(
     templates: &impl Templates,
     helm_managers: &[String],
 ) -> Judgement {
+    // A ReplicaSet's template is its Deployment's at some rollout (old ones keep old images)
+    // and a Job's is immutable: the Deployment or CronJob carries the finding.
+    let owned_template = matches!(live.kind, WorkloadKind::ReplicaSet | WorkloadKind::Job)
+        && live
+            .owners
+            .iter()
+            .any(|o| matches!(o.kind.as_str(), "Deployment" | "CronJob"));
+    if owned_template {
+        return Judgement::default();
+    }
     let key = live.key();
     let Some(resolved) = super::resolve(&key, &facts(live), releases) else {
         return Judgement::default();

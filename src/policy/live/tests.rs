@@ -412,7 +412,8 @@ fn pods_only_for_in_place_edits() {
 #[test]
 fn owner_chain_and_unknown_objects() {
     let idx = index();
-    // A Job of the CronJob, found through the owner chain.
+    // A Pod of a Job of the CronJob, found through the owner chain (Pod → Job → CronJob)
+    // and edited in place.
     let job = LiveWorkload {
         kind: WorkloadKind::Job,
         name: "backup-29000000".into(),
@@ -421,13 +422,52 @@ fn owner_chain_and_unknown_objects() {
             kind: "CronJob".into(),
             name: "backup".into(),
         }],
-        containers: vec![c("dump", "busybox:1.35")],
-        image_owners: vec![owner("dump", "kubectl-edit", "2026-11-27T08:00:00Z")],
+        containers: vec![c("dump", "busybox:1.36")],
+        image_owners: vec![owner(
+            "dump",
+            "kube-controller-manager",
+            "2026-11-27T08:00:00Z",
+        )],
         ..deployment("x")
     };
-    let j = judge(&job, &idx, &(), &helm());
+    let job_pod = LiveWorkload {
+        kind: WorkloadKind::Pod,
+        name: "backup-29000000-q2x8v".into(),
+        owners: vec![Owner {
+            kind: "Job".into(),
+            name: "backup-29000000".into(),
+        }],
+        containers: vec![c("dump", "busybox:1.35")],
+        image_owners: vec![owner("dump", "kubectl-patch", "2026-11-27T08:05:00Z")],
+        ..job.clone()
+    };
+    let templates: HashMap<WorkloadKey, Vec<Container>> =
+        [(job.key(), job.containers.clone())].into_iter().collect();
+    let j = judge(&job_pod, &idx, &templates, &helm());
     assert_eq!(kinds(&j), vec![(FindingKind::Drift, "dump")]);
     assert_eq!(j.findings[0].chart_image.as_deref(), Some("busybox:1.36"));
+    assert_eq!(j.findings[0].manager.as_deref(), Some("kubectl-patch"));
+    // The Job itself, and an old ReplicaSet of the Deployment, are their owners' business:
+    // a Job's template is immutable, an old ReplicaSet keeps an old rollout's images.
+    let mut old_job = job.clone();
+    old_job.containers = vec![c("dump", "busybox:1.35")];
+    let old_rs = LiveWorkload {
+        kind: WorkloadKind::ReplicaSet,
+        name: "web-6c9d7".into(),
+        owners: vec![Owner {
+            kind: "Deployment".into(),
+            name: "web".into(),
+        }],
+        ..deployment("nginx:1.26")
+    };
+    for w in [&old_job, &old_rs] {
+        assert_eq!(
+            judge(w, &idx, &(), &helm()),
+            Judgement::default(),
+            "{}",
+            w.name
+        );
+    }
 
     // Not rendered by any release: not judged, not counted.
     let mut other = deployment("nginx:1.0");
