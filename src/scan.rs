@@ -255,8 +255,15 @@ pub fn evaluate(inv: &Inventory, scope: &Scope, helm_managers: &[String]) -> Out
         }
         out.findings.extend(j.findings);
     }
-    out.findings
-        .sort_by(|a, b| (&a.workload, &a.container).cmp(&(&b.workload, &b.container)));
+    // Namespace first: the table reads per team.
+    out.findings.sort_by_cached_key(|f| {
+        (
+            f.workload.namespace.clone(),
+            f.workload.kind,
+            f.workload.name.clone(),
+            f.container.clone(),
+        )
+    });
     for key in inv.index.keys() {
         if !scope.contains(&key.namespace) {
             continue;
