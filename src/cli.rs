@@ -280,6 +280,11 @@ pub struct PinsArgs {
     /// Only releases in this namespace.
     #[arg(long)]
     pub namespace: Option<String>,
+    /// The chart about to be installed (directory or packaged .tgz): show only the persisted
+    /// image values that would override its defaults on a plain `helm upgrade`, and the
+    /// command that drops each. Reads values.yaml and the subcharts'; renders nothing.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputArg,
@@ -406,6 +411,7 @@ pub fn run(args: Args) -> ExitCode {
                 limits: Limits {
                     max_decompressed: a.max_release_bytes,
                 },
+                chart: a.chart.clone(),
             };
             let code = crate::pins::run(&opts, std::io::stdout().lock(), std::io::stderr().lock());
             ExitCode::from(code as u8)

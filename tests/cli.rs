@@ -982,3 +982,128 @@ fn base64_of(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// A packaged chart: `<name>/Chart.yaml` and `<name>/values.yaml`.
+fn chart_tgz(path: &Path, version: &str, values: &str) {
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    let chart = format!("apiVersion: v2\nname: postgresql\nversion: {version}\n");
+    let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    for (name, body) in [
+        ("postgresql/Chart.yaml", chart.as_str()),
+        ("postgresql/values.yaml", values),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, body.as_bytes())
+            .expect("append");
+    }
+    let bytes = b.into_inner().expect("tar").finish().expect("gzip");
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[test]
+fn pins_against_the_chart_about_to_be_installed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // db/db persists image.tag=15.4.0 (set on the command line in revision 2).
+    std::fs::write(
+        dir.path().join("db.json"),
+        history().secrets_list().to_string(),
+    )
+    .expect("write");
+    let releases = dir.path().join("db.json");
+    let releases = releases.to_str().expect("utf-8");
+    let values = |tag: &str| {
+        format!(
+            "image:\n  registry: docker.io\n  repository: bitnami/postgresql\n  tag: {tag}\nauth:\n  postgresPassword: CANARY-in-chart\n"
+        )
+    };
+    // A chart directory whose default moved on: the persisted tag would override it.
+    let chart_dir = dir.path().join("postgresql");
+    std::fs::create_dir_all(&chart_dir).expect("mkdir");
+    std::fs::write(
+        chart_dir.join("Chart.yaml"),
+        "apiVersion: v2\nname: postgresql\nversion: 16.0.0\n",
+    )
+    .expect("write");
+    std::fs::write(chart_dir.join("values.yaml"), values("16.1.0")).expect("write");
+    let out = run(
+        bin().args([
+            "pins",
+            "--releases",
+            releases,
+            "--chart",
+            chart_dir.to_str().expect("utf-8"),
+        ]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "db/db",
+        "image.tag",
+        "15.4.0",
+        "16.1.0",
+        "--reset-then-reuse-values --set image.tag=null",
+    ] {
+        assert!(table.contains(needle), "{needle} missing:\n{table}");
+    }
+    assert!(
+        !table.contains("image.registry"),
+        "same as the default: {table}"
+    );
+
+    // A packaged chart whose default is the persisted value: nothing would be overridden.
+    let tgz = dir.path().join("postgresql-16.0.0.tgz");
+    chart_tgz(&tgz, "16.0.0", &values("15.4.0"));
+    let out = run(
+        bin().args([
+            "pins",
+            "--releases",
+            releases,
+            "--chart",
+            tgz.to_str().expect("utf-8"),
+            "--output",
+            "json",
+        ]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout_json(&out), json!([]));
+    let out = run(
+        bin().args([
+            "pins",
+            "--releases",
+            releases,
+            "--chart",
+            tgz.to_str().expect("utf-8"),
+        ]),
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("no persisted image value overrides the defaults of chart postgresql-16.0.0")
+    );
+
+    // Not a chart: exit 2, named.
+    let bad = dir.path().join("bad.tgz");
+    std::fs::write(&bad, "CANARY-in-chart").expect("write");
+    let out = run(
+        bin().args([
+            "pins",
+            "--releases",
+            releases,
+            "--chart",
+            bad.to_str().expect("utf-8"),
+        ]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.tgz"), "{stderr}");
+    for text in [table.to_string(), stderr.to_string()] {
+        assert!(!text.contains("CANARY"), "{text}");
+    }
+}

@@ -280,7 +280,10 @@ fn assemble(files: &Files, label: &str, depth: usize) -> Result<Value, ChartErro
                     .insert(inner.to_owned(), v.clone());
             }
             None if rest.ends_with(".tgz") => {
-                subs.push(archive_files(v.as_slice(), &format!("{label}: charts/{rest}"))?);
+                subs.push(archive_files(
+                    v.as_slice(),
+                    &format!("{label}: charts/{rest}"),
+                )?);
             }
             None => {}
         }
@@ -319,7 +322,8 @@ mod tests {
             h.set_size(body.len() as u64);
             h.set_mode(0o644);
             h.set_cksum();
-            b.append_data(&mut h, name, body.as_bytes()).expect("append");
+            b.append_data(&mut h, name, body.as_bytes())
+                .expect("append");
         }
         b.into_inner().expect("tar").finish().expect("gzip")
     }
@@ -330,11 +334,17 @@ mod tests {
     const SUB_CHART: &str = "apiVersion: v2\nname: redis\nversion: 19.0.0\n";
 
     fn check(d: &ChartDefaults) {
-        assert_eq!((d.name.as_str(), d.version.as_str()), ("postgresql", "14.0.1"));
+        assert_eq!(
+            (d.name.as_str(), d.version.as_str()),
+            ("postgresql", "14.0.1")
+        );
         assert_eq!(d.default_at("image.tag"), Some("15.5.0"));
         // The parent's value for the aliased subchart wins; the subchart fills the rest.
         assert_eq!(d.default_at("cache.image.tag"), Some("7.4.0"));
-        assert_eq!(d.default_at("cache.image.repository"), Some("bitnami/redis"));
+        assert_eq!(
+            d.default_at("cache.image.repository"),
+            Some("bitnami/redis")
+        );
         assert!(!format!("{d:?}").contains("CANARY"));
     }
 
@@ -350,12 +360,18 @@ mod tests {
         check(&read(&root).expect("dir"));
 
         // Packaged, with the subchart packaged inside it.
-        let sub = tgz(&[("redis/Chart.yaml", SUB_CHART), ("redis/values.yaml", SUB_VALUES)]);
+        let sub = tgz(&[
+            ("redis/Chart.yaml", SUB_CHART),
+            ("redis/values.yaml", SUB_VALUES),
+        ]);
         let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
         for (name, body) in [
             ("postgresql/Chart.yaml", PARENT_CHART.as_bytes()),
             ("postgresql/values.yaml", PARENT_VALUES.as_bytes()),
-            ("postgresql/templates/x.yaml", b"{{ .Values.auth.password }}".as_slice()),
+            (
+                "postgresql/templates/x.yaml",
+                b"{{ .Values.auth.password }}".as_slice(),
+            ),
             ("postgresql/charts/redis-19.0.0.tgz", sub.as_slice()),
         ] {
             let mut h = tar::Header::new_gnu();
