@@ -1103,3 +1103,43 @@ fn pins_against_the_chart_about_to_be_installed() {
         assert!(!text.contains("CANARY"), "{text}");
     }
 }
+
+#[test]
+fn scan_without_a_reachable_cluster_is_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let no_config = run(
+        bin()
+            .args(["scan", "-A"])
+            .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("HOME", dir.path())
+            .current_dir(dir.path()),
+        None,
+    );
+    assert_eq!(no_config.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_config.stderr).contains("Kubernetes API"));
+
+    // A kubeconfig naming a closed loopback port: the first list fails, nothing on stdout.
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:9\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: shop\nusers:\n- name: u\n  user: {}\n",
+    )
+    .expect("write");
+    let out = run(
+        bin()
+            .args(["scan"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .current_dir(dir.path()),
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty());
+    // The context's namespace, as kubectl would use it.
+    assert!(
+        stderr.contains("GET /api/v1/namespaces/shop/secrets"),
+        "{stderr}"
+    );
+}
