@@ -237,11 +237,13 @@ pub fn evaluate(inv: &Inventory, scope: &Scope, helm_managers: &[String]) -> Out
             .collect(),
         workloads: &inv.workloads,
     };
-    let in_scope: Vec<&LiveWorkload> = inv
-        .workloads
-        .iter()
+    // An object listed twice (overlapping `kubectl get` dumps) is judged once: the last
+    // listing wins, as for templates.
+    let mut in_scope: Vec<&LiveWorkload> = unique_workloads(inv)
+        .into_iter()
         .filter(|w| scope.contains(&w.namespace))
         .collect();
+    in_scope.reverse();
     let judged = read::par_map(&in_scope, |w| {
         judge(w, &inv.index, &templates, helm_managers)
     });
@@ -272,6 +274,16 @@ pub fn evaluate(inv: &Inventory, scope: &Scope, helm_managers: &[String]) -> Out
         out.stale.extend(stale_values(&inv.index, &key));
     }
     out
+}
+
+/// Every workload once, the last listing of each first.
+fn unique_workloads(inv: &Inventory) -> Vec<&LiveWorkload> {
+    let mut seen = std::collections::HashSet::new();
+    inv.workloads
+        .iter()
+        .rev()
+        .filter(|w| seen.insert(w.key()))
+        .collect()
 }
 
 /// The image values `pins` shows for a release's newest revision that are stale: carried

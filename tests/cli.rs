@@ -652,6 +652,8 @@ fn write_scan_fixture(dir: &Path) -> (String, String) {
             &["postgresql"],
         )],
     );
+    // The StatefulSet again, alone (an overlapping `kubectl get`): judged once.
+    std::fs::write(obj.join("overlap.json"), db.to_string()).expect("write");
     let list = json!({"apiVersion": "v1", "kind": "List", "items": [db, pod0, pod1]});
     std::fs::write(obj.join("db.json"), list.to_string()).expect("write");
     let legacy_sts = statefulset(
