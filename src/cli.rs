@@ -47,6 +47,11 @@ pub enum Command {
     Pins(PinsArgs),
     /// Write a CA and a serving certificate for the webhook Service (ca.crt, tls.crt, tls.key).
     Certs(CertsArgs),
+    /// Report the drift that already exists: every live workload against what its release
+    /// renders, and the stale image values each release carries. Reads files, or the cluster
+    /// like kubectl (KUBECONFIG or in-cluster) when no file is given. Read-only. Exit 0
+    /// nothing matches --fail-on, 1 something does, 2 bad input or unreachable cluster.
+    Scan(ScanArgs),
 }
 
 /// Guard mode of a namespace.
@@ -304,6 +309,11 @@ pub struct PinsArgs {
     /// Only releases in this namespace.
     #[arg(long)]
     pub namespace: Option<String>,
+    /// The chart about to be installed (directory or packaged .tgz): show only the persisted
+    /// image values that would override its defaults on a plain `helm upgrade`, and the
+    /// command that drops each. Reads values.yaml and the subcharts'; renders nothing.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: OutputArg,
@@ -317,6 +327,67 @@ pub struct PinsArgs {
 pub enum OutputArg {
     Table,
     Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Release records: files or directories of Secrets/ConfigMaps as `kubectl get secrets -l
+    /// owner=helm -A -o yaml|json` prints them. May be repeated.
+    #[arg(long = "releases")]
+    pub releases: Vec<PathBuf>,
+    /// Live workloads: files or directories as `kubectl get deploy,sts,ds,rs,cronjob,job,pod
+    /// -A -o yaml|json` prints them. May be repeated.
+    #[arg(long = "objects")]
+    pub objects: Vec<PathBuf>,
+    /// Only these namespaces (repeatable). Without it: every namespace in the files, or the
+    /// current context's namespace in the cluster.
+    #[arg(short = 'n', long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long = "all-namespaces")]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: ScanOutputArg,
+    /// What makes the exit code 1.
+    #[arg(long, value_enum, default_value = "drift")]
+    pub fail_on: FailOnArg,
+    /// Also read ConfigMap release records (HELM_DRIVER=configmap) from the cluster.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub configmap_releases: bool,
+    /// Field managers that are Helm (a container they added is the chart's business).
+    #[arg(
+        long,
+        env = "HELM_GUARD_HELM_MANAGERS",
+        value_delimiter = ',',
+        default_value = "helm,helm-controller"
+    )]
+    pub helm_managers: Vec<String>,
+    /// Largest decompressed Helm release record accepted, in bytes.
+    #[arg(long, env = "HELM_GUARD_MAX_RELEASE_BYTES", default_value_t = 32 << 20)]
+    pub max_release_bytes: usize,
+}
+
+/// Output format of `scan`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ScanOutputArg {
+    Table,
+    Json,
+    /// `openreports.io/v1alpha1` Reports, one per namespace, in a List.
+    Openreports,
+}
+
+/// What makes `scan` exit 1.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FailOnArg {
+    /// Drifted or added containers.
+    Drift,
+    /// Stale persisted image values.
+    Stale,
+    /// Either.
+    Any,
+    /// Never.
+    Never,
 }
 
 #[derive(Debug, clap::Args)]
@@ -369,9 +440,14 @@ pub fn run(args: Args) -> ExitCode {
                 limits: DecodeLimits {
                     max_decompressed: a.max_release_bytes,
                 },
+                chart: a.chart.clone(),
             };
             let code = crate::pins::run(&opts, std::io::stdout().lock(), std::io::stderr().lock());
             ExitCode::from(code as u8)
+        }
+        Command::Scan(a) => {
+            init_logs(LogFormat::Text, "warn", true);
+            ExitCode::from(scan(&a) as u8)
         }
         Command::Demo => {
             init_logs(LogFormat::Text, "warn", true);
@@ -544,6 +620,76 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         t.abort();
     }
     Ok(())
+}
+
+fn scan(a: &ScanArgs) -> i32 {
+    use crate::scan::{self, FailOn, Format, Progress, ScanOptions, Scope};
+    let opts = ScanOptions {
+        releases: a.releases.clone(),
+        objects: a.objects.clone(),
+        namespaces: a.namespaces.clone(),
+        all_namespaces: a.all_namespaces,
+        format: match a.output {
+            ScanOutputArg::Table => Format::Table,
+            ScanOutputArg::Json => Format::Json,
+            ScanOutputArg::Openreports => Format::OpenReports,
+        },
+        fail_on: match a.fail_on {
+            FailOnArg::Drift => FailOn::Drift,
+            FailOnArg::Stale => FailOn::Stale,
+            FailOnArg::Any => FailOn::Any,
+            FailOnArg::Never => FailOn::Never,
+        },
+        limits: DecodeLimits {
+            max_decompressed: a.max_release_bytes,
+        },
+        helm_managers: a.helm_managers.clone(),
+        configmaps: a.configmap_releases,
+    };
+    if opts.from_files() {
+        return scan::run_files(&opts, std::io::stdout().lock(), std::io::stderr().lock());
+    }
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
+            let scope = if a.all_namespaces {
+                Scope::All
+            } else if a.namespaces.is_empty() {
+                Scope::Only(vec![client.default_namespace().to_owned()])
+            } else {
+                Scope::Only(a.namespaces.clone())
+            };
+            let mut progress = Progress::new();
+            let mut err = std::io::stderr();
+            let inv = scan::cluster::collect(
+                &client,
+                &scope,
+                opts.limits,
+                opts.configmaps,
+                &mut progress,
+                &mut err,
+            )
+            .await;
+            progress.finish();
+            let inv = inv?;
+            let outcome = scan::evaluate(&inv, &scope, &opts.helm_managers);
+            Ok(scan::report(
+                &opts,
+                &outcome,
+                std::time::SystemTime::now(),
+                &mut std::io::stdout().lock(),
+            ))
+        })
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("helm-guard scan: {e:#}");
+            2
+        }
+    }
 }
 
 fn certs(a: &CertsArgs) -> anyhow::Result<()> {

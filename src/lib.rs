@@ -28,7 +28,7 @@
 //! stale pins), [`store`] (the index), [`watch`] (cluster watches feeding it), [`lookup`]
 //! (bounded fallback lookups), [`events`] (Kubernetes Events), [`metrics`] (Prometheus),
 //! [`admission`] (wire adapter), [`server`] (HTTPS), [`tls`], [`client`], and the commands
-//! [`review`], [`pins`], [`demo`], [`cli`].
+//! [`review`], [`pins`], [`scan`], [`demo`], [`cli`].
 
 pub mod actor;
 pub mod admission;
@@ -44,6 +44,7 @@ pub mod policy;
 pub mod release;
 pub mod reload;
 pub mod review;
+pub mod scan;
 pub mod server;
 pub mod store;
 pub mod text;

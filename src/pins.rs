@@ -1,6 +1,11 @@
 //! `helm-guard pins`: the image values persisted in each release's newest revision — what
 //! `helm get values` shows — with the revision each came from, whether it overrides the chart's
 //! default, and the command that drops it.
+//!
+//! With `--chart PATH` (a chart directory or packaged `.tgz`) the question is the one asked
+//! before an upgrade: which of those values would override the *new* chart's defaults on a
+//! plain `helm upgrade` (which re-applies the persisted values). The chart's `values.yaml`
+//! and its subcharts' are read ([`chart`]); templates are never rendered.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +17,8 @@ use crate::policy::Releases;
 use crate::store::load_files;
 use crate::values::{self, ValuesSummary};
 
+pub mod chart;
+
 /// What `pins` was asked for.
 #[derive(Clone, Debug)]
 pub struct PinsOptions {
@@ -20,6 +27,8 @@ pub struct PinsOptions {
     pub namespace: Option<String>,
     pub json: bool,
     pub limits: DecodeLimits,
+    /// The chart about to be installed: compare with its defaults instead.
+    pub chart: Option<PathBuf>,
 }
 
 /// One row of the report.
@@ -45,6 +54,13 @@ pub fn run(opts: &PinsOptions, mut out: impl Write, mut err: impl Write) -> i32 
             return 2;
         }
     };
+    let chart = match opts.chart.as_deref().map(chart::read).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "helm-guard pins: {e}");
+            return 2;
+        }
+    };
     let mut rows = Vec::new();
     for key in index.keys() {
         if opts.release.as_deref().is_some_and(|r| r != &*key.name)
@@ -60,7 +76,16 @@ pub fn run(opts: &PinsOptions, mut out: impl Write, mut err: impl Write) -> i32 
             continue;
         };
         let summaries: Vec<&ValuesSummary> = history.iter().map(|r| &r.values).collect();
-        for pin in values::persisted(&summaries, &newest.values) {
+        for mut pin in values::persisted(&summaries, &newest.values) {
+            if let Some(c) = &chart {
+                // A plain `helm upgrade` re-applies the persisted value over the new default.
+                pin.chart_default = c.default_at(&pin.path).map(str::to_owned);
+                pin.overrides = Some(pin.chart_default.as_deref() != Some(pin.value.as_str()));
+                pin.reuse_values = false;
+                if pin.overrides != Some(true) {
+                    continue;
+                }
+            }
             rows.push(Row {
                 release: key.to_string(),
                 revision: newest.revision,
@@ -86,6 +111,12 @@ pub fn run(opts: &PinsOptions, mut out: impl Write, mut err: impl Write) -> i32 
             out,
             "{}",
             serde_json::to_string_pretty(&items).unwrap_or_default()
+        )
+    } else if let (Some(c), true) = (&chart, rows.is_empty()) {
+        writeln!(
+            out,
+            "no persisted image value overrides the defaults of chart {}-{}",
+            c.name, c.version
         )
     } else {
         table(&rows, &mut out)

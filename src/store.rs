@@ -355,27 +355,7 @@ pub fn load_files(
     paths: &[PathBuf],
     limits: DecodeLimits,
 ) -> Result<(Index, LoadReport), LoadError> {
-    let mut files = Vec::new();
-    for p in paths {
-        let meta = std::fs::metadata(p).map_err(|source| LoadError::Io {
-            path: p.clone(),
-            source,
-        })?;
-        if meta.is_dir() {
-            let rd = std::fs::read_dir(p).map_err(|source| LoadError::Io {
-                path: p.clone(),
-                source,
-            })?;
-            let mut found: Vec<PathBuf> = rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| has_object_extension(f))
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(p.clone());
-        }
-    }
+    let files = object_files(paths)?;
     let mut index = Index::default();
     let mut report = LoadReport::default();
     for f in files {
@@ -406,6 +386,33 @@ pub fn load_files(
         }
     }
     Ok((index, report))
+}
+
+/// The files `paths` name: each file as given, and the `.json`, `.yaml`, `.yml` files of
+/// each directory (not recursive), sorted.
+pub fn object_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|source| LoadError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let rd = std::fs::read_dir(p).map_err(|source| LoadError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            let mut found: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| has_object_extension(f))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
 }
 
 fn has_object_extension(p: &Path) -> bool {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::rollback;
+use common::{EXPORTER, PG11, PG15, rollback};
 
 use std::io::Write;
 use std::path::Path;
@@ -1029,4 +1029,644 @@ fn an_occupied_port_is_said_once() {
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert_eq!(line.matches("in use").count(), 1, "{line}");
     drop(taken);
+}
+
+// === scan ===
+
+const T_HELM: &str = "2026-11-26T10:00:00Z";
+const T_SET: &str = "2026-11-27T08:00:00Z";
+
+/// A `managedFields` entry owning the images of `containers` at the kind's pod-spec depth.
+fn owns(manager: &str, time: &str, pod: bool, containers: &[&str]) -> Value {
+    let mut list = serde_json::Map::new();
+    for c in containers {
+        list.insert(
+            format!("k:{{\"name\":\"{c}\"}}"),
+            json!({"f:image": {}, "f:name": {}}),
+        );
+    }
+    let spec = json!({"f:containers": list});
+    let fields = if pod {
+        json!({"f:spec": spec})
+    } else {
+        json!({"f:spec": {"f:template": {"f:spec": spec}}})
+    };
+    json!({"manager": manager, "operation": "Update", "apiVersion": "apps/v1", "time": time,
+           "fieldsType": "FieldsV1", "fieldsV1": fields})
+}
+
+fn containers(list: &[(&str, &str)]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|(n, i)| json!({"name": n, "image": i, "env": [{"name": "X", "value": "y"}]}))
+            .collect(),
+    )
+}
+
+/// A StatefulSet `<ns>/db-postgresql` of release `<ns>/db`, as `kubectl get -o json` prints it.
+fn statefulset(
+    ns: &str,
+    images: &[(&str, &str)],
+    annotations: Value,
+    managed: Vec<Value>,
+) -> Value {
+    let mut ann = json!({"meta.helm.sh/release-name": "db", "meta.helm.sh/release-namespace": ns});
+    if let (Some(a), Some(extra)) = (ann.as_object_mut(), annotations.as_object()) {
+        a.extend(extra.clone());
+    }
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db-postgresql", "namespace": ns, "annotations": ann,
+                     "labels": {"app.kubernetes.io/managed-by": "Helm"}, "managedFields": managed},
+        "spec": {"serviceName": "db-postgresql", "template": {"spec": {"containers": containers(images)}}},
+        "status": {"replicas": 2}})
+}
+
+fn sts_pod(ns: &str, ordinal: u32, images: &[(&str, &str)], managed: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("db-postgresql-{ordinal}"), "namespace": ns,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db-postgresql",
+                                 "uid": "u-1", "controller": true}],
+            "managedFields": managed},
+        "spec": {"containers": containers(images)}})
+}
+
+/// Three releases — `db/db` (deployed PG15), `legacy/db` (a carried `image.tag=11.22.0`
+/// pin: stale), `ops/db` (deployed PG15) — plus one record that does not decode; and the
+/// live objects: `db` drifted by `kubectl set image` with a container added by
+/// `kubectl edit` and one Pod edited in place, `legacy` as rendered, `ops` drifted under
+/// break-glass, and a Deployment no release renders.
+fn write_scan_fixture(dir: &Path) -> (String, String) {
+    let rel = dir.join("releases");
+    let obj = dir.join("objects");
+    std::fs::create_dir_all(&rel).expect("mkdir");
+    std::fs::create_dir_all(&obj).expect("mkdir");
+    std::fs::write(rel.join("db.json"), history().secrets_list().to_string()).expect("write");
+    let mut legacy = History::install(
+        "db",
+        "legacy",
+        &postgres_chart("12.0.0", "11.22.0"),
+        json!({"image": {"tag": "11.22.0"}, "auth": {"postgresPassword": CANARY}}),
+    );
+    legacy.begin_upgrade(
+        &postgres_chart("14.0.0", "15.4.0"),
+        json!({}),
+        UpgradeValues::Default,
+    );
+    legacy.complete();
+    let ops = History::install(
+        "db",
+        "ops",
+        &postgres_chart("14.0.0", "15.4.0"),
+        json!({"auth": {"postgresPassword": CANARY}}),
+    );
+    let broken = json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+        "metadata": {"name": "sh.helm.release.v1.broken.v1", "namespace": "db",
+                     "labels": {"owner": "helm", "name": "broken", "version": "1"}},
+        "data": {"release": "bm90IGd6aXA="}});
+    // Multi-document YAML (JSON documents are YAML) with a non-record ConfigMap between.
+    let yaml = format!(
+        "# kubectl get secrets -l owner=helm -A -o yaml\n{}\n---\n{}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n---\n{}\n---\n{broken}\n",
+        legacy.revisions[0].secret(),
+        legacy.revisions[1].secret(),
+        ops.revisions[0].secret(),
+    );
+    std::fs::write(rel.join("more.yaml"), yaml).expect("write");
+
+    let db = statefulset(
+        "db",
+        &[
+            ("postgresql", PG11),
+            ("metrics", EXPORTER),
+            ("debug", "busybox:1.36"),
+        ],
+        json!({"helm-guard.io/drift": json!([{"container": "postgresql", "chartImage": PG15,
+            "liveImage": PG11, "manager": "kubectl-set", "user": "alice@example.com",
+            "time": T_SET}]).to_string()}),
+        vec![
+            owns("helm", T_HELM, false, &["postgresql", "metrics"]),
+            owns("kubectl-set", T_SET, false, &["postgresql"]),
+            owns("kubectl-edit", "2026-11-27T09:00:00Z", false, &["debug"]),
+        ],
+    );
+    let pod0 = sts_pod(
+        "db",
+        0,
+        &[
+            ("postgresql", PG11),
+            ("metrics", EXPORTER),
+            ("debug", "busybox:1.36"),
+        ],
+        vec![owns(
+            "kube-controller-manager",
+            T_SET,
+            true,
+            &["postgresql", "metrics", "debug"],
+        )],
+    );
+    let pod1 = sts_pod(
+        "db",
+        1,
+        &[
+            ("postgresql", "docker.io/bitnami/postgresql:9.6"),
+            ("metrics", EXPORTER),
+        ],
+        vec![owns(
+            "kubectl-patch",
+            "2026-11-27T10:00:00Z",
+            true,
+            &["postgresql"],
+        )],
+    );
+    // The StatefulSet again, alone (an overlapping `kubectl get`): judged once.
+    std::fs::write(obj.join("overlap.json"), db.to_string()).expect("write");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": [db, pod0, pod1]});
+    std::fs::write(obj.join("db.json"), list.to_string()).expect("write");
+    let legacy_sts = statefulset(
+        "legacy",
+        &[("postgresql", PG11), ("metrics", EXPORTER)],
+        json!({}),
+        vec![owns("helm", T_HELM, false, &["postgresql", "metrics"])],
+    );
+    let ops_sts = statefulset(
+        "ops",
+        &[("postgresql", PG11), ("metrics", EXPORTER)],
+        json!({"helm-guard.io/allow-drift": "INC-4711 rollback"}),
+        vec![owns("kubectl-set", T_SET, false, &["postgresql"])],
+    );
+    std::fs::write(
+        obj.join("more.yaml"),
+        format!("# two StatefulSets\n{legacy_sts}\n---\n{ops_sts}\n"),
+    )
+    .expect("write");
+    let unrelated = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "db"},
+        "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.0"}]}}}});
+    std::fs::write(obj.join("web.json"), unrelated.to_string()).expect("write");
+    (
+        rel.to_str().expect("utf-8").to_owned(),
+        obj.to_str().expect("utf-8").to_owned(),
+    )
+}
+
+fn scan(rel: &str, obj: &str, extra: &[&str]) -> Output {
+    run(
+        bin()
+            .args(["scan", "--releases", rel, "--objects", obj])
+            .args(extra),
+        None,
+    )
+}
+
+#[test]
+fn scan_finds_every_kind_of_finding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rel, obj) = write_scan_fixture(dir.path());
+
+    let out = scan(&rel, &obj, &["--output", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Secret db/sh.helm.release.v1.broken.v1"),
+        "the broken record is named: {stderr}"
+    );
+    let v = stdout_json(&out);
+    assert_eq!(v["apiVersion"], "helm-guard.io/v1alpha1");
+    assert_eq!(v["kind"], "ScanResult");
+    assert_eq!(
+        v["summary"],
+        json!({"workloads": 5, "releases": 3, "driftedContainers": 3, "breakGlass": 1,
+               "staleImageValues": 1, "skippedRecords": 1})
+    );
+    let findings = v["findings"].as_array().expect("findings");
+    let by = |ns: &str, kind: &str, container: &str| {
+        findings
+            .iter()
+            .find(|f| f["namespace"] == ns && f["kind"] == kind && f["container"] == container)
+            .unwrap_or_else(|| panic!("{ns} {kind} {container} missing: {findings:#?}"))
+    };
+    assert_eq!(
+        by("db", "StatefulSet", "postgresql"),
+        &json!({"type": "drift", "namespace": "db", "kind": "StatefulSet", "name": "db-postgresql",
+            "container": "postgresql", "init": false, "liveImage": PG11, "chartImage": PG15,
+            "release": "db", "releaseNamespace": "db", "revision": 2, "since": T_SET,
+            "manager": "kubectl-set", "user": "alice@example.com", "reason": null})
+    );
+    let added = by("db", "StatefulSet", "debug");
+    assert_eq!(
+        (&added["type"], &added["chartImage"], &added["manager"]),
+        (&json!("added"), &Value::Null, &json!("kubectl-edit"))
+    );
+    let pod = by("db", "Pod", "postgresql");
+    assert_eq!(
+        (&pod["type"], &pod["name"], &pod["manager"]),
+        (
+            &json!("drift"),
+            &json!("db-postgresql-1"),
+            &json!("kubectl-patch")
+        )
+    );
+    let glass = by("ops", "StatefulSet", "postgresql");
+    assert_eq!(
+        (&glass["type"], &glass["reason"]),
+        (&json!("break-glass"), &json!("INC-4711 rollback"))
+    );
+    assert_eq!(findings.len(), 4, "{findings:#?}");
+    let stale = &v["staleValues"][0];
+    assert_eq!(
+        (
+            &stale["namespace"],
+            &stale["path"],
+            &stale["value"],
+            &stale["since"]
+        ),
+        (
+            &json!("legacy"),
+            &json!("image.tag"),
+            &json!("11.22.0"),
+            &json!(1)
+        )
+    );
+    assert_eq!(stale["chartDefault"], "15.4.0");
+    assert_eq!(
+        stale["drop"],
+        "helm upgrade db <chart> --reset-then-reuse-values --set image.tag=null"
+    );
+
+    // The table: one row per finding, the stale values, the summary line.
+    let out = scan(&rel, &obj, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "NAMESPACE",
+        "statefulset/db-postgresql",
+        "pod/db-postgresql-1",
+        "(not rendered)",
+        "db/db@2",
+        "kubectl-set (alice@example.com)",
+        "break-glass: INC-4711 rollback",
+        "image.tag",
+        "--reset-then-reuse-values --set image.tag=null",
+        "5 workloads of 3 releases checked: 3 drifted containers, 1 stale image values",
+    ] {
+        assert!(table.contains(needle), "{needle} missing:\n{table}");
+    }
+    assert!(!table.contains("pod/db-postgresql-0"), "{table}");
+    assert!(!table.contains("web"), "not Helm's: {table}");
+}
+
+#[test]
+fn scan_exit_codes_follow_fail_on_and_namespaces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rel, obj) = write_scan_fixture(dir.path());
+    let cases: &[(&[&str], i32)] = &[
+        (&[], 1),
+        (&["--fail-on", "never"], 0),
+        (&["--fail-on", "stale"], 1),
+        (&["--fail-on", "any"], 1),
+        (&["-n", "db", "--fail-on", "stale"], 0),
+        (&["-n", "legacy"], 0),
+        (&["-n", "legacy", "--fail-on", "stale"], 1),
+        (&["-n", "legacy", "-n", "db", "--fail-on", "stale"], 1),
+        // Break-glass is allowed drift: reported, not a failure.
+        (&["-n", "ops"], 0),
+        (&["-n", "ops", "-A"], 1),
+    ];
+    for (args, want) in cases {
+        let out = scan(&rel, &obj, args);
+        assert_eq!(
+            out.status.code(),
+            Some(*want),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let summary = String::from_utf8_lossy(&scan(&rel, &obj, &["-n", "ops"]).stdout).to_string();
+    assert!(
+        summary.contains("1 workloads of 1 releases checked: 0 drifted containers, 0 stale image values, 1 under break-glass"),
+        "{summary}"
+    );
+
+    // Bad input: exit 2, the reason on stderr, nothing on stdout.
+    let garbage = dir.path().join("garbage.yaml");
+    std::fs::write(&garbage, "a: [").expect("write");
+    let missing = dir.path().join("missing.json");
+    for (r, o) in [
+        (garbage.to_str().expect("utf-8"), obj.as_str()),
+        (rel.as_str(), missing.to_str().expect("utf-8")),
+    ] {
+        let out = scan(r, o, &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(out.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("helm-guard scan: "), "{stderr}");
+    }
+    let out = run(
+        bin().args(["scan", "--output", "xml", "--objects", &obj]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn scan_openreports_follow_the_report_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rel, obj) = write_scan_fixture(dir.path());
+    let out = scan(&rel, &obj, &["--output", "openreports"]);
+    assert_eq!(out.status.code(), Some(1));
+    let list = stdout_json(&out);
+    assert_eq!(
+        (&list["apiVersion"], &list["kind"]),
+        (&json!("v1"), &json!("List"))
+    );
+    let reports = list["items"].as_array().expect("items");
+    let namespaces: Vec<&str> = reports
+        .iter()
+        .map(|r| r["metadata"]["namespace"].as_str().expect("namespace"))
+        .collect();
+    assert_eq!(namespaces, ["db", "legacy", "ops"]);
+    let results_enum = ["pass", "fail", "warn", "error", "skip"];
+    let mut rules = Vec::new();
+    for r in reports {
+        // Report: TypeMeta, ObjectMeta, source, summary, results (reports-api v1alpha1).
+        assert_eq!(r["apiVersion"], "openreports.io/v1alpha1");
+        assert_eq!(r["kind"], "Report");
+        assert_eq!(r["metadata"]["name"], "helm-guard");
+        assert_eq!(r["source"], "helm-guard");
+        let results = r["results"].as_array().expect("results");
+        for key in results_enum {
+            let n = results.iter().filter(|x| x["result"] == key).count();
+            assert_eq!(r["summary"][key], json!(n), "summary.{key}");
+        }
+        for x in results {
+            // `policy` is the one required field of a result.
+            assert_eq!(x["policy"], "helm-guard");
+            assert_eq!(x["source"], "helm-guard");
+            assert!(results_enum.contains(&x["result"].as_str().expect("result")));
+            assert!(
+                ["critical", "high", "medium", "low", "info"]
+                    .contains(&x["severity"].as_str().expect("severity"))
+            );
+            assert!(x["scored"].is_boolean());
+            assert!(x["message"].is_string());
+            assert!(x["timestamp"]["seconds"].is_u64() && x["timestamp"]["nanos"].is_u64());
+            let props = x["properties"].as_object().expect("properties");
+            assert!(
+                props.values().all(Value::is_string),
+                "a string map: {props:?}"
+            );
+            for res in x["resources"].as_array().into_iter().flatten() {
+                for k in ["apiVersion", "kind", "namespace", "name"] {
+                    assert!(res[k].is_string(), "resources[].{k}");
+                }
+            }
+            let rule = x["rule"].as_str().expect("rule");
+            let want_result = match rule {
+                "image-drift" => "fail",
+                "stale-image-value" => "warn",
+                "break-glass" => "skip",
+                other => panic!("unexpected rule {other}"),
+            };
+            assert_eq!(x["result"], want_result);
+            if rule != "stale-image-value" {
+                for k in [
+                    "release",
+                    "revision",
+                    "container",
+                    "liveImage",
+                    "manager",
+                    "since",
+                ] {
+                    assert!(props.contains_key(k), "{rule}: {k} missing in {props:?}");
+                }
+                assert_eq!(x["resources"][0]["namespace"], r["metadata"]["namespace"]);
+            }
+            rules.push((
+                r["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                rule.to_owned(),
+            ));
+        }
+    }
+    rules.sort();
+    let want: Vec<(String, String)> = [
+        ("db", "image-drift"),
+        ("db", "image-drift"),
+        ("db", "image-drift"),
+        ("legacy", "stale-image-value"),
+        ("ops", "break-glass"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(rules, want);
+    let glass = &reports[2]["results"][0];
+    assert_eq!(glass["properties"]["reason"], "INC-4711 rollback");
+    assert!(
+        glass["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("INC-4711")
+    );
+    assert_eq!(
+        reports[0]["results"]
+            .as_array()
+            .and_then(|r| r
+                .iter()
+                .find(|x| x["properties"]["container"] == "postgresql"
+                    && x["resources"][0]["kind"] == "StatefulSet"))
+            .map(|x| x["properties"]["user"].clone()),
+        Some(json!("alice@example.com"))
+    );
+}
+
+#[test]
+fn scan_never_prints_release_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rel, obj) = write_scan_fixture(dir.path());
+    // The canary is in every release's values, and the manifests render it into a Secret.
+    for format in ["table", "json", "openreports"] {
+        for extra in [&[][..], &["-n", "legacy"][..], &["--fail-on", "any"][..]] {
+            let out = scan(&rel, &obj, &[&["--output", format][..], extra].concat());
+            for (stream, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+                let text = String::from_utf8_lossy(text);
+                assert!(
+                    !text.contains(CANARY),
+                    "{format} {extra:?} {stream}: {text}"
+                );
+                let encoded = base64_of(CANARY);
+                assert!(
+                    !text.contains(&encoded),
+                    "{format} {stream}: base64 of the canary"
+                );
+            }
+        }
+    }
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A packaged chart: `<name>/Chart.yaml` and `<name>/values.yaml`.
+fn chart_tgz(path: &Path, version: &str, values: &str) {
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    let chart = format!("apiVersion: v2\nname: postgresql\nversion: {version}\n");
+    let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    for (name, body) in [
+        ("postgresql/Chart.yaml", chart.as_str()),
+        ("postgresql/values.yaml", values),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, body.as_bytes())
+            .expect("append");
+    }
+    let bytes = b.into_inner().expect("tar").finish().expect("gzip");
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[test]
+fn pins_against_the_chart_about_to_be_installed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // db/db persists image.tag=15.4.0 (set on the command line in revision 2).
+    std::fs::write(
+        dir.path().join("db.json"),
+        history().secrets_list().to_string(),
+    )
+    .expect("write");
+    let releases = dir.path().join("db.json");
+    let releases = releases.to_str().expect("utf-8");
+    let values = |tag: &str| {
+        format!(
+            "image:\n  registry: docker.io\n  repository: bitnami/postgresql\n  tag: {tag}\nauth:\n  postgresPassword: CANARY-in-chart\n"
+        )
+    };
+    // A chart directory whose default moved on: the persisted tag would override it.
+    let chart_dir = dir.path().join("postgresql");
+    std::fs::create_dir_all(&chart_dir).expect("mkdir");
+    std::fs::write(
+        chart_dir.join("Chart.yaml"),
+        "apiVersion: v2\nname: postgresql\nversion: 16.0.0\n",
+    )
+    .expect("write");
+    std::fs::write(chart_dir.join("values.yaml"), values("16.1.0")).expect("write");
+    let out = run(
+        bin().args([
+            "pins",
+            "--releases",
+            releases,
+            "--chart",
+            chart_dir.to_str().expect("utf-8"),
+        ]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "db/db",
+        "image.tag",
+        "15.4.0",
+        "16.1.0",
+        "--reset-then-reuse-values --set image.tag=null",
+    ] {
+        assert!(table.contains(needle), "{needle} missing:\n{table}");
+    }
+
+    // A packaged chart whose default is the persisted value: nothing would be overridden.
+    let tgz = dir.path().join("postgresql-16.0.0.tgz");
+    chart_tgz(&tgz, "16.0.0", &values("15.4.0"));
+    let out = run(
+        bin().args([
+            "pins",
+            "--releases",
+            releases,
+            "--chart",
+            tgz.to_str().expect("utf-8"),
+            "--output",
+            "json",
+        ]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout_json(&out), json!([]));
+    let out = run(
+        bin().args([
+            "pins",
+            "--releases",
+            releases,
+            "--chart",
+            tgz.to_str().expect("utf-8"),
+        ]),
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("no persisted image value overrides the defaults of chart postgresql-16.0.0")
+    );
+
+    // Not a chart: exit 2, named.
+    let bad = dir.path().join("bad.tgz");
+    std::fs::write(&bad, "CANARY-in-chart").expect("write");
+    let out = run(
+        bin().args([
+            "pins",
+            "--releases",
+            releases,
+            "--chart",
+            bad.to_str().expect("utf-8"),
+        ]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.tgz"), "{stderr}");
+    for text in [table.to_string(), stderr.to_string()] {
+        assert!(!text.contains("CANARY"), "{text}");
+    }
+}
+
+#[test]
+fn scan_without_a_reachable_cluster_is_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let no_config = run(
+        bin()
+            .args(["scan", "-A"])
+            .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("HOME", dir.path())
+            .current_dir(dir.path()),
+        None,
+    );
+    assert_eq!(no_config.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_config.stderr).contains("Kubernetes API"));
+
+    // A kubeconfig naming a closed loopback port: the first list fails, nothing on stdout.
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:9\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: shop\nusers:\n- name: u\n  user: {}\n",
+    )
+    .expect("write");
+    let out = run(
+        bin()
+            .args(["scan"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .current_dir(dir.path()),
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty());
+    // The context's namespace, as kubectl would use it.
+    assert!(
+        stderr.contains("GET /api/v1/namespaces/shop/secrets"),
+        "{stderr}"
+    );
 }

@@ -287,6 +287,12 @@ struct FakeApi {
     hold_lists: Arc<AtomicBool>,
     /// Lookups wait this long (ms).
     lookup_delay_ms: Arc<AtomicUsize>,
+    /// Items per list page when set (the server may return fewer than `limit`); 0: no paging.
+    page_size: Arc<AtomicUsize>,
+    /// Workload objects by resource (`statefulsets`, `pods`, …), served as typed lists.
+    workloads: Arc<Mutex<BTreeMap<String, Vec<Value>>>>,
+    /// Workload list pages served.
+    workload_pages: Arc<AtomicUsize>,
 }
 
 impl FakeApi {
@@ -295,6 +301,10 @@ impl FakeApi {
             .route("/api/v1/secrets", get(secrets_all))
             .route("/api/v1/namespaces/{ns}/secrets", get(secrets_in))
             .route("/api/v1/namespaces/{ns}/configmaps", get(configmaps_in))
+            .route("/api/v1/configmaps", get(configmaps_in))
+            .route("/api/v1/pods", get(pods_all))
+            .route("/apis/apps/v1/{resource}", get(workloads_all))
+            .route("/apis/batch/v1/{resource}", get(workloads_all))
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events",
                 post(event_create),
@@ -366,6 +376,21 @@ impl FakeApi {
         st.watchers.clear();
     }
 
+    /// One page of `items` from the offset in `continue` (an opaque token to the client).
+    fn page(&self, items: Vec<Value>, q: &HashMap<String, String>) -> (Vec<Value>, Option<String>) {
+        let size = self.page_size.load(Ordering::SeqCst);
+        if size == 0 {
+            return (items, None);
+        }
+        let from: usize = q
+            .get("continue")
+            .and_then(|c| c.strip_prefix("off+/="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let next = (from + size < items.len()).then(|| format!("off+/={}", from + size));
+        (items.into_iter().skip(from).take(size).collect(), next)
+    }
+
     fn list_body(&self, namespace: Option<&str>, selector: &str) -> Value {
         let st = self.state.lock().expect("lock");
         let wanted: Vec<(&str, &str)> = selector
@@ -423,7 +448,70 @@ async fn secrets_all(
     while api.hold_lists.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    json_response(&api.list_body(None, &selector))
+    let mut body = api.list_body(None, &selector);
+    let items = body["items"].as_array().cloned().unwrap_or_default();
+    let (items, next) = api.page(items, &q);
+    body["items"] = json!(items);
+    if let Some(next) = next {
+        body["metadata"]["continue"] = json!(next);
+    }
+    json_response(&body)
+}
+
+async fn pods_all(
+    State(api): State<FakeApi>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    workload_list(&api, "pods", &q)
+}
+
+async fn workloads_all(
+    State(api): State<FakeApi>,
+    Path(resource): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    workload_list(&api, &resource, &q)
+}
+
+/// A typed list (`StatefulSetList`) whose items carry no kind, as the API server lists them.
+fn workload_list(api: &FakeApi, resource: &str, q: &HashMap<String, String>) -> Response {
+    api.workload_pages.fetch_add(1, Ordering::SeqCst);
+    let all = api
+        .workloads
+        .lock()
+        .expect("lock")
+        .get(resource)
+        .cloned()
+        .unwrap_or_default();
+    let kind = all
+        .first()
+        .and_then(|o| o["kind"].as_str())
+        .unwrap_or("Object")
+        .to_owned();
+    let api_version = all
+        .first()
+        .and_then(|o| o["apiVersion"].as_str())
+        .unwrap_or("v1")
+        .to_owned();
+    let stripped: Vec<Value> = all
+        .into_iter()
+        .map(|mut o| {
+            if let Some(m) = o.as_object_mut() {
+                m.remove("kind");
+                m.remove("apiVersion");
+            }
+            o
+        })
+        .collect();
+    let (items, next) = api.page(stripped, q);
+    let mut meta = json!({"resourceVersion": "7"});
+    if let Some(next) = next {
+        meta["continue"] = json!(next);
+    }
+    json_response(
+        &json!({"apiVersion": api_version, "kind": format!("{kind}List"),
+        "metadata": meta, "items": items}),
+    )
 }
 
 async fn secrets_in(
@@ -733,4 +821,136 @@ async fn metrics_expose_every_documented_series() {
     ] {
         assert!(text.contains(family), "missing {family}:\n{text}");
     }
+}
+
+// === (f) scan from the cluster ===
+
+#[tokio::test]
+async fn scan_lists_releases_and_workloads_in_pages() {
+    helm_guard::tls::install_provider();
+    let api = FakeApi::default();
+    api.page_size.store(2, Ordering::SeqCst);
+    // db/db: rev 1 superseded, rev 2 deployed (PG15); web/web and a broken record beside.
+    let mut db = history("db", "db");
+    db.begin_upgrade(
+        &postgres_chart("14.0.0", "15.4.0"),
+        json!({}),
+        UpgradeValues::ResetValues,
+    );
+    db.complete();
+    for r in &db.revisions {
+        api.put(r.secret());
+    }
+    api.put(history("web", "web").revisions[0].secret());
+    api.put(broken_secret_json("broken", "db"));
+    let pg = |tag: &str| format!("docker.io/bitnami/postgresql:{tag}");
+    let exporter = "docker.io/bitnami/postgres-exporter:0.15.0";
+    let sts = |ns: &str, image: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db-postgresql", "namespace": ns,
+                "annotations": {"meta.helm.sh/release-name": ns, "meta.helm.sh/release-namespace": ns},
+                "managedFields": [{"manager": "kubectl-set", "operation": "Update", "time": "2026-11-27T08:00:00Z",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers":
+                        {"k:{\"name\":\"postgresql\"}": {"f:image": {}}}}}}}}]},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "postgresql", "image": image}, {"name": "metrics", "image": exporter}]}}}})
+    };
+    let pod = |i: u32, image: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("db-postgresql-{i}"), "namespace": "db",
+                "ownerReferences": [{"kind": "StatefulSet", "name": "db-postgresql", "controller": true}]},
+            "spec": {"containers": [{"name": "postgresql", "image": image}, {"name": "metrics", "image": exporter}]}})
+    };
+    {
+        let mut w = api.workloads.lock().expect("lock");
+        // db drifted back to 11 by hand; web (same chart, never upgraded) as rendered.
+        w.insert(
+            "statefulsets".into(),
+            vec![sts("db", &pg("11.22.0")), sts("web", &pg("11.22.0"))],
+        );
+        // Three Pods (two pages): two follow the drifted template, one was edited in place.
+        w.insert(
+            "pods".into(),
+            vec![
+                pod(0, &pg("11.22.0")),
+                pod(1, &pg("11.22.0")),
+                pod(2, &pg("9.6")),
+            ],
+        );
+    }
+    let addr = api.serve().await;
+    let client = FakeApi::client(addr);
+    let mut err = Vec::new();
+    let mut progress = helm_guard::scan::Progress::new();
+    let inv = helm_guard::scan::cluster::collect(
+        &client,
+        &helm_guard::scan::Scope::All,
+        DecodeLimits::default(),
+        true,
+        &mut progress,
+        &mut err,
+    )
+    .await
+    .expect("scan");
+    let stderr = String::from_utf8_lossy(&err);
+    assert!(
+        stderr.contains("Secret db/sh.helm.release.v1.broken.v1"),
+        "named: {stderr}"
+    );
+    assert!(!stderr.contains("CANARY"), "{stderr}");
+    assert_eq!(inv.skipped_records, 1);
+    assert_eq!(
+        inv.index.keys().len(),
+        2,
+        "each release decoded, across pages"
+    );
+    assert_eq!(inv.workloads.len(), 5);
+    // statefulsets: 1 page; pods: 2 pages (3 items, 2 per page). Only the kinds the releases
+    // render (and their Pods) are listed.
+    assert_eq!(api.workload_pages.load(Ordering::SeqCst), 3);
+
+    let outcome =
+        helm_guard::scan::evaluate(&inv, &helm_guard::scan::Scope::All, &["helm".to_owned()]);
+    assert_eq!((outcome.workloads, outcome.releases), (5, 2));
+    let found: Vec<(String, String, String)> = outcome
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.workload.to_string(),
+                f.container.clone(),
+                f.live_image.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "StatefulSet db/db-postgresql".to_owned(),
+                "postgresql".to_owned(),
+                pg("11.22.0")
+            ),
+            (
+                "Pod db/db-postgresql-2".to_owned(),
+                "postgresql".to_owned(),
+                pg("9.6")
+            ),
+        ]
+    );
+    assert_eq!(outcome.findings[0].manager.as_deref(), Some("kubectl-set"));
+
+    // An unreachable API server: an error, not a partial scan.
+    let gone = FakeApi::client("127.0.0.1:9".parse().expect("addr"));
+    let e = helm_guard::scan::cluster::collect(
+        &gone,
+        &helm_guard::scan::Scope::All,
+        DecodeLimits::default(),
+        false,
+        &mut helm_guard::scan::Progress::new(),
+        &mut Vec::new(),
+    )
+    .await
+    .expect_err("unreachable");
+    assert!(e.to_string().contains("/api/v1/secrets"), "{e}");
 }

@@ -75,7 +75,7 @@ fn managed(meta: Option<&wire::Meta>) -> Vec<ManagedEntry> {
 
 /// Who owns each container's `image` field in an object, per its `managedFields`
 /// (`f:spec…f:containers.k:{"name":"x"}.f:image`, at the kind's pod-spec depth).
-fn image_owners(meta: Option<&wire::Meta>, kind: WorkloadKind) -> Vec<ImageOwner> {
+pub(crate) fn image_owners(meta: Option<&wire::Meta>, kind: WorkloadKind) -> Vec<ImageOwner> {
     let path: &[&str] = match kind {
         WorkloadKind::Pod => &["f:spec"],
         WorkloadKind::CronJob => &["f:spec", "f:jobTemplate", "f:spec", "f:template", "f:spec"],

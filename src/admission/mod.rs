@@ -30,8 +30,8 @@ use crate::policy::{self, Facts, Releases, Settings, Verdict, Webhook};
 use crate::text;
 use crate::workload::WorkloadKind;
 
-mod facts;
-mod wire;
+pub(crate) mod facts;
+pub(crate) mod wire;
 pub use facts::{facts, workload_kind};
 pub use wire::Request;
 

@@ -34,6 +34,7 @@ use crate::workload::{Container, WorkloadKind};
 
 pub mod answer;
 pub mod drift;
+pub mod live;
 pub mod mark;
 mod overwritten;
 mod record;
