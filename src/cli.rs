@@ -474,7 +474,8 @@ pub fn run(args: Args) -> ExitCode {
             }
         },
         Command::Serve(a) => {
-            init_logs(a.log_format, "info", false);
+            // Flushes the log lines still queued when `serve` returns.
+            let _flush = init_logs(a.log_format, "info", false);
             match runtime().and_then(|rt| rt.block_on(serve(a))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -729,21 +730,50 @@ fn certs(a: &CertsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sets up logging. `serve` logs JSON to stdout; the one-shot commands log to stderr so
-/// that their stdout stays machine-readable.
-fn init_logs(format: LogFormat, default: &str, stderr: bool) {
+/// Sets up logging. `serve` logs JSON to stdout through a writer thread, so a slow stdout
+/// (a stalled log shipper) never blocks a request worker: lines queue (up to 128k) and, past
+/// that, are dropped rather than stall admission. The one-shot commands log to stderr so
+/// that their stdout stays machine-readable. JSON lines carry each key once: the event's
+/// fields at the top level, the current span (a watch's resource and namespace) as one
+/// `span` object, no span list repeating it.
+/// Colours only on a terminal.
+fn init_logs(
+    format: LogFormat,
+    default: &str,
+    stderr: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let result = match (format, stderr) {
-        (LogFormat::Json, false) => builder
+    if stderr {
+        let ansi = std::io::stderr().is_terminal();
+        let _ = match format {
+            LogFormat::Json => builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(std::io::stderr)
+                .try_init(),
+            LogFormat::Text => builder
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .try_init(),
+        };
+        return None;
+    }
+    let ansi = std::io::stdout().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let _ = match format {
+        LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
             .try_init(),
-        (LogFormat::Json, true) => builder.json().with_writer(std::io::stderr).try_init(),
-        (LogFormat::Text, false) => builder.try_init(),
-        (LogFormat::Text, true) => builder.with_writer(std::io::stderr).try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).with_writer(writer).try_init(),
     };
-    let _ = result;
+    Some(guard)
 }

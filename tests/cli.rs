@@ -612,6 +612,91 @@ fn serve_from_files_answers_over_tls_and_drains_on_sigterm() {
     let logs = rest.join("\n");
     assert!(logs.contains("shutting down"), "{logs}");
     assert!(!logs.contains(CANARY));
+    // Logs parsers can trust: every line one JSON object, each key once at every level, no
+    // colour codes; the denial left its structured line.
+    for line in &rest {
+        assert!(no_duplicate_keys(line), "duplicate key in {line}");
+        assert!(!line.contains('\u{1b}'), "{line}");
+    }
+    let denial = rest
+        .iter()
+        .find(|l| l.contains("\"verdict\":\"denied\""))
+        .unwrap_or_else(|| panic!("a log line for the denial: {logs}"));
+    for key in ["uid", "namespace", "kind", "name", "operation", "actor"] {
+        assert!(denial.contains(&format!("\"{key}\":")), "{key} in {denial}");
+    }
+}
+
+/// Whether a JSON document has no object with a key twice (serde_json's `Value` would keep the
+/// last one silently).
+fn no_duplicate_keys(text: &str) -> bool {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct Check;
+    impl<'de> serde::Deserialize<'de> for Check {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Check)
+        }
+    }
+    impl<'de> Visitor<'de> for Check {
+        type Value = Check;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Check, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = m.next_key::<String>()? {
+                if !seen.insert(k.clone()) {
+                    return Err(serde::de::Error::custom(format!("duplicate {k}")));
+                }
+                m.next_value::<Check>()?;
+            }
+            Ok(Check)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Check, A::Error> {
+            while s.next_element::<Check>()?.is_some() {}
+            Ok(Check)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Check, E> {
+            Ok(Check)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Check, E> {
+            Ok(Check)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Check, E> {
+            Ok(Check)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Check, E> {
+            Ok(Check)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Check, E> {
+            Ok(Check)
+        }
+        fn visit_unit<E>(self) -> Result<Check, E> {
+            Ok(Check)
+        }
+    }
+    let _ = IgnoredAny;
+    serde_json::from_str::<Check>(text).is_ok()
+}
+
+/// The one-shot commands write no colour codes when stderr is not a terminal.
+#[test]
+fn review_logs_without_colour_codes_off_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_releases(dir.path());
+    let out = bin()
+        .args(["review", "--mode", "enforce", "--releases"])
+        .arg(dir.path())
+        .arg(dir.path().join("no-such-request.json"))
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.is_empty());
+    assert!(!err.contains('\u{1b}'), "{err}");
+    assert!(no_duplicate_keys(r#"{"a":{"b":1,"c":[{"d":1}]}}"#));
+    assert!(!no_duplicate_keys(r#"{"a":{"b":1,"b":2}}"#));
 }
 
 /// A `serve` process on 127.0.0.1 with the release files of [`write_releases`] and its own
