@@ -258,56 +258,13 @@ const INLINE_MAX: usize = 64 << 10;
 
 async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Body) -> Response {
     let started = Instant::now();
-    let deadline = s.inner.limits.deadline;
-    let deadline_at = tokio::time::Instant::now() + deadline;
-    // The body is read within the deadline; an oversized Content-Length is refused before any
-    // of it is read (no `100 Continue`).
-    let body = match transport::read_body(body, s.inner.limits.max_body_bytes, deadline_at).await {
-        Ok(body) => body,
-        Err(error) => {
-            warn!(%error, "request body refused; failure policy decides");
-            return error.into_response();
-        }
-    };
-    let observe = |kind: &str, verdict: &'static str, actor: &'static str| {
-        s.inner.extras.metrics.admission.observe(
-            Observation {
-                webhook: webhook.as_str(),
-                mode: mode.as_str(),
-                kind,
-                verdict,
-                actor,
-            },
-            started.elapsed(),
-        );
-    };
-    let prepared = if body.len() <= INLINE_MAX {
-        Ok(admission::prepare(&body, s.inner.settings(mode)))
-    } else {
-        let state = s.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            admission::prepare(&body, state.inner.settings(mode))
-        });
-        match tokio::time::timeout_at(deadline_at, work).await {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err(error)) => {
-                warn!(%error, "review task failed");
-                Err(StatusCode::INTERNAL_SERVER_ERROR)
-            }
-            Err(_) => Err(StatusCode::SERVICE_UNAVAILABLE),
-        }
-    };
-    let prepared = match prepared {
+    let deadline_at = tokio::time::Instant::now() + s.inner.limits.deadline;
+    let prepared = match prepare(&s, mode, body, deadline_at).await {
         Ok(p) => p,
-        Err(status) => {
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                warn!(
-                    deadline_ms = deadline.as_millis() as u64,
-                    "deadline passed; failure policy decides"
-                );
-            }
-            observe("", "error", "none");
-            return (status, "review failed\n").into_response();
+        Err(refused) => {
+            s.inner
+                .observe(webhook, mode, started, ("", "error", "none"));
+            return refused;
         }
     };
     // Fallback: only when the index lacks the release the request names (or the pending
@@ -321,70 +278,141 @@ async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Body) -> Respons
     }
     let now = rfc3339(SystemTime::now());
     let reviewed = prepared.decide(webhook, &*s.inner.releases, s.inner.settings(mode), &now);
-    let m = &reviewed.meta;
-    let label = reviewed.outcome.label();
-    match &reviewed.outcome {
-        Outcome::Judged(v) => {
-            if !v.allowed || !v.warnings.is_empty() || !v.drifts.is_empty() || v.stale_pins > 0 {
-                info!(
-                    uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
-                    operation = m.operation, webhook = webhook.as_str(), mode = mode.as_str(),
-                    verdict = label, actor = v.actor, dry_run = m.dry_run,
-                    drifts = v.drifts.len(), stale_values = v.stale_pins, "reviewed"
-                );
-            } else {
-                debug!(
-                    uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
-                    operation = m.operation, webhook = webhook.as_str(), mode = mode.as_str(),
-                    verdict = label, actor = v.actor, "reviewed"
-                );
-            }
-            // Queued, never awaited; nothing for dry runs.
-            if let Some(events) = &s.inner.extras.events
-                && !v.events.is_empty()
-            {
-                let object = events::request_ref(
-                    &m.api_version,
-                    &m.kind,
-                    &m.namespace,
-                    &m.name,
-                    m.object_uid.clone(),
-                );
-                events.emit(&object, &v.events, m.dry_run);
-            }
-            observe(&m.kind, label, v.actor);
-            if v.stale_pins > 0 {
-                s.inner
-                    .extras
-                    .metrics
-                    .stale_values
-                    .inc_by(v.stale_pins as u64);
-            }
-        }
-        Outcome::NotChecked(NotChecked::NotGuarded) => {
-            debug!(
-                uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
-                operation = m.operation, verdict = label, "not checked: not guarded"
-            );
-            observe(&m.kind, label, "none");
-        }
-        Outcome::NotChecked(NotChecked::Unreadable(error)) => {
-            warn!(
-                uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
-                operation = m.operation, verdict = label, %error, "not checked: unreadable object"
-            );
-            observe(&m.kind, label, "none");
-        }
-        Outcome::Invalid(error) => {
-            warn!(uid = %m.uid, verdict = label, %error, "invalid admission request");
-            observe(&m.kind, label, "none");
-        }
-    }
+    s.inner.record(webhook, mode, started, &reviewed);
     (
         [(header::CONTENT_TYPE, "application/json")],
         reviewed.to_json(),
     )
         .into_response()
+}
+
+/// Reads the body within the deadline (an oversized Content-Length is refused before any of
+/// it is read: no `100 Continue`) and parses it once: inline when small, on the blocking pool
+/// under the deadline when large. A non-2xx answer when it cannot: the failure policy decides.
+async fn prepare(
+    s: &AppState,
+    mode: Mode,
+    body: Body,
+    deadline_at: tokio::time::Instant,
+) -> Result<admission::Prepared, Response> {
+    let body = transport::read_body(body, s.inner.limits.max_body_bytes, deadline_at)
+        .await
+        .map_err(|error| {
+            warn!(%error, "request body refused; failure policy decides");
+            error.into_response()
+        })?;
+    if body.len() <= INLINE_MAX {
+        return Ok(admission::prepare(&body, s.inner.settings(mode)));
+    }
+    let state = s.clone();
+    let work =
+        tokio::task::spawn_blocking(move || admission::prepare(&body, state.inner.settings(mode)));
+    match tokio::time::timeout_at(deadline_at, work).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(error)) => {
+            warn!(%error, "review task failed");
+            Err((StatusCode::INTERNAL_SERVER_ERROR, "review failed\n").into_response())
+        }
+        Err(_) => {
+            let deadline_ms = s.inner.limits.deadline.as_millis() as u64;
+            warn!(deadline_ms, "deadline passed; failure policy decides");
+            Err((StatusCode::SERVICE_UNAVAILABLE, "deadline passed\n").into_response())
+        }
+    }
+}
+
+impl Inner {
+    /// Counts a request: `(kind, verdict, actor)`.
+    fn observe(
+        &self,
+        webhook: Webhook,
+        mode: Mode,
+        started: Instant,
+        (kind, verdict, actor): (&str, &'static str, &'static str),
+    ) {
+        self.extras.metrics.admission.observe(
+            Observation {
+                webhook: webhook.as_str(),
+                mode: mode.as_str(),
+                kind,
+                verdict,
+                actor,
+            },
+            started.elapsed(),
+        );
+    }
+
+    /// Logs, counts and queues the Events of a reviewed request. A denial, audited drift,
+    /// break-glass or stale values leave an `info` line; what was simply allowed, `debug`.
+    fn record(
+        &self,
+        webhook: Webhook,
+        mode: Mode,
+        started: Instant,
+        reviewed: &admission::Reviewed,
+    ) {
+        let m = &reviewed.meta;
+        let label = reviewed.outcome.label();
+        let (webhook_name, mode_name) = (webhook.as_str(), mode.as_str());
+        match &reviewed.outcome {
+            Outcome::Judged(v) => {
+                if !v.allowed || !v.warnings.is_empty() || !v.drifts.is_empty() || v.stale_pins > 0
+                {
+                    info!(
+                        uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
+                        operation = m.operation, webhook = webhook_name, mode = mode_name,
+                        verdict = label, actor = v.actor, dry_run = m.dry_run,
+                        drifts = v.drifts.len(), stale_values = v.stale_pins, "reviewed"
+                    );
+                } else {
+                    debug!(
+                        uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
+                        operation = m.operation, webhook = webhook_name, mode = mode_name,
+                        verdict = label, actor = v.actor, "reviewed"
+                    );
+                }
+                self.emit_events(m, &v.events);
+                self.observe(webhook, mode, started, (&m.kind, label, v.actor));
+                if v.stale_pins > 0 {
+                    self.extras.metrics.stale_values.inc_by(v.stale_pins as u64);
+                }
+            }
+            Outcome::NotChecked(NotChecked::NotGuarded) => {
+                debug!(
+                    uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
+                    operation = m.operation, verdict = label, "not checked: not guarded"
+                );
+                self.observe(webhook, mode, started, (&m.kind, label, "none"));
+            }
+            Outcome::NotChecked(NotChecked::Unreadable(error)) => {
+                warn!(
+                    uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
+                    operation = m.operation, verdict = label, %error, "not checked: unreadable object"
+                );
+                self.observe(webhook, mode, started, (&m.kind, label, "none"));
+            }
+            Outcome::Invalid(error) => {
+                warn!(uid = %m.uid, verdict = label, %error, "invalid admission request");
+                self.observe(webhook, mode, started, (&m.kind, label, "none"));
+            }
+        }
+    }
+
+    /// Queued, never awaited; nothing for dry runs.
+    fn emit_events(&self, m: &admission::RequestMeta, intents: &[crate::policy::EventIntent]) {
+        if let Some(events) = &self.extras.events
+            && !intents.is_empty()
+        {
+            let object = events::request_ref(
+                &m.api_version,
+                &m.kind,
+                &m.namespace,
+                &m.name,
+                m.object_uid.clone(),
+            );
+            events.emit(&object, intents, m.dry_run);
+        }
+    }
 }
 
 /// Binds the TLS listener (and the admin listener) and serves in background tasks, with the

@@ -206,7 +206,8 @@ async fn failure_answers_are_deliberate() {
     let metrics = plain_get(admin, "/metrics").await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(
-        metrics.contains(r#"helm_guard_admission_requests_total{webhook="validate",mode="enforce",kind="other",verdict="error",actor="none"} 2"#),
+        // Two unreadable bodies and the refused 413: every request is counted.
+        metrics.contains(r#"helm_guard_admission_requests_total{webhook="validate",mode="enforce",kind="other",verdict="error",actor="none"} 3"#),
         "{metrics}"
     );
     assert!(

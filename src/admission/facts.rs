@@ -2,8 +2,6 @@
 //! out of the raw objects — metadata, owner references, container images old and new, who owns
 //! each image field in `managedFields`, and a release record decoded within its limits.
 
-use std::collections::BTreeMap;
-
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -171,8 +169,11 @@ pub fn facts(req: &Request<'_>, settings: &Settings) -> Result<Facts, ReviewErro
     }
     let meta = object.as_ref().map(|o| &o.meta);
     let old_meta = old.as_ref().map(|o| &o.meta);
-    let annotations: Option<&BTreeMap<String, String>> = meta.and_then(|m| m.annotations.as_ref());
-    let annotation = |k: &str| annotations.and_then(|a| a.get(k)).cloned();
+    let annotation = |m: Option<&wire::Meta>, k: &str| {
+        m.and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(k))
+            .cloned()
+    };
     let namespace = req
         .namespace
         .clone()
@@ -183,59 +184,38 @@ pub fn facts(req: &Request<'_>, settings: &Settings) -> Result<Facts, ReviewErro
     } else {
         req.name.clone()
     };
-    let release_annotation = annotation(RELEASE_NAME).map(|rel| {
-        let ns = annotation(RELEASE_NAMESPACE).unwrap_or_else(|| namespace.clone());
+    let release_annotation = annotation(meta, RELEASE_NAME).map(|rel| {
+        let ns = annotation(meta, RELEASE_NAMESPACE).unwrap_or_else(|| namespace.clone());
         ReleaseKey::new(&ns, &rel)
     });
-    let owner_refs = meta.and_then(|m| m.owner_references.as_ref());
-    let controllers: Vec<Owner> = owner_refs
-        .map(|refs| {
-            let has_controller = refs.iter().any(|r| r.controller == Some(true));
-            refs.iter()
-                .filter(|r| !has_controller || r.controller == Some(true))
-                .map(|r| Owner {
-                    kind: r.kind.clone(),
-                    name: r.name.clone(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let field_manager = req.options.as_ref().and_then(|o| o.field_manager.clone());
+    let writer = writer_facts(req, meta, old_meta);
+    // Who set each image is read from `fieldsV1` only for a write that claims to be Helm's:
+    // the only answer that uses it is the "drift being overwritten" warning.
+    let claims_helm = writer
+        .field_manager
+        .as_ref()
+        .is_some_and(|m| settings.actors.helm_managers.contains(m));
     Ok(Facts {
-        operation: match req.operation {
-            wire::Operation::Create => Operation::Create,
-            wire::Operation::Update => Operation::Update,
-            wire::Operation::Delete => Operation::Delete,
-            wire::Operation::Connect => Operation::Connect,
-        },
+        operation: operation(req.operation),
         kind,
         namespace,
         name,
-        writer: WriterFacts {
-            user: req.user_info.username.clone().unwrap_or_default(),
-            groups: req.user_info.groups.clone().unwrap_or_default(),
-            field_manager,
-            new_managed: managed(meta),
-            old_managed: managed(old_meta),
-        },
+        writer,
         release_annotation,
-        allow_drift: annotation(ALLOW_DRIFT),
-        drift_mark: annotation(DRIFT_MARK),
-        has_annotations: annotations.is_some(),
-        owners: controllers,
+        allow_drift: annotation(meta, ALLOW_DRIFT),
+        drift_mark: annotation(meta, DRIFT_MARK),
+        has_annotations: meta.is_some_and(|m| m.annotations.is_some()),
+        owners: controllers(meta),
         pod_template_hash: meta
             .and_then(|m| m.labels.as_ref())
             .and_then(|l| l.get("pod-template-hash"))
             .cloned(),
-        old_image_owners: kind.map(|k| image_owners(old_meta, k)).unwrap_or_default(),
-        old_allow_drift: old_meta
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get(ALLOW_DRIFT))
-            .cloned(),
-        old_drift_mark: old_meta
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get(DRIFT_MARK))
-            .cloned(),
+        old_image_owners: match kind {
+            Some(k) if claims_helm => image_owners(old_meta, k),
+            _ => Vec::new(),
+        },
+        old_allow_drift: annotation(old_meta, ALLOW_DRIFT),
+        old_drift_mark: annotation(old_meta, DRIFT_MARK),
         object_uid: old_meta
             .and_then(|m| m.uid.clone())
             .or_else(|| meta.and_then(|m| m.uid.clone())),
@@ -247,4 +227,42 @@ pub fn facts(req: &Request<'_>, settings: &Settings) -> Result<Facts, ReviewErro
             None
         },
     })
+}
+
+fn operation(op: wire::Operation) -> Operation {
+    match op {
+        wire::Operation::Create => Operation::Create,
+        wire::Operation::Update => Operation::Update,
+        wire::Operation::Delete => Operation::Delete,
+        wire::Operation::Connect => Operation::Connect,
+    }
+}
+
+fn writer_facts(
+    req: &Request<'_>,
+    meta: Option<&wire::Meta>,
+    old_meta: Option<&wire::Meta>,
+) -> WriterFacts {
+    WriterFacts {
+        user: req.user_info.username.clone().unwrap_or_default(),
+        groups: req.user_info.groups.clone().unwrap_or_default(),
+        field_manager: req.options.as_ref().and_then(|o| o.field_manager.clone()),
+        new_managed: managed(meta),
+        old_managed: managed(old_meta),
+    }
+}
+
+/// The controller owner references of an object (all owners when none is the controller).
+fn controllers(meta: Option<&wire::Meta>) -> Vec<Owner> {
+    let Some(refs) = meta.and_then(|m| m.owner_references.as_ref()) else {
+        return Vec::new();
+    };
+    let has_controller = refs.iter().any(|r| r.controller == Some(true));
+    refs.iter()
+        .filter(|r| !has_controller || r.controller == Some(true))
+        .map(|r| Owner {
+            kind: r.kind.clone(),
+            name: r.name.clone(),
+        })
+        .collect()
 }

@@ -92,9 +92,14 @@ pub fn validate(a: &Assessment, facts: &Facts, settings: &Settings, now: &str) -
             .push(("drift-total".into(), a.violations.len().to_string()));
     }
     // Lines for violations past the first dozen were never built; they are counted here.
-    let unbuilt = a.violations.len().saturating_sub(MAX_WARNINGS + 1);
+    cap_warnings(&mut v, a.violations.len().saturating_sub(MAX_WARNINGS + 1));
+    v
+}
+
+/// At most [`MAX_WARNINGS`] warnings (the API server ignores them past 4 KiB in total), and a
+/// line saying how many more there were.
+fn cap_warnings(v: &mut Verdict, unbuilt: usize) {
     if v.warnings.len() > MAX_WARNINGS {
-        // The API server ignores warnings past 4 KiB in total.
         let more = v.warnings.len() - MAX_WARNINGS + unbuilt;
         v.warnings.truncate(MAX_WARNINGS);
         v.warnings.push(format!(
@@ -102,7 +107,6 @@ pub fn validate(a: &Assessment, facts: &Facts, settings: &Settings, now: &str) -
             text::ELLIPSIS
         ));
     }
-    v
 }
 
 /// The mutating webhook's answer: only the mark.

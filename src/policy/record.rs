@@ -14,9 +14,9 @@ use super::{
     Webhook,
 };
 use crate::actor::Writer;
-use crate::helm::Status;
+use crate::helm::{RevisionIndex, Status};
 use crate::text::{self, warning as short};
-use crate::values::{self, ValuesSummary};
+use crate::values::{self, StalePin, ValuesSummary};
 
 /// At most this many pins are spelled out (the API server ignores warnings past 4 KiB).
 const MAX_PINS: usize = 8;
@@ -30,14 +30,14 @@ pub(super) fn decide(
     writer: &Writer,
 ) -> Verdict {
     let actor = writer.actor.label();
-    let mut v = Verdict::allow(actor);
+    let v = Verdict::allow(actor);
+    if settings.mode == Mode::Off || settings.stale_values == StaleValues::Off {
+        return v;
+    }
     let rev = match record {
         RecordFacts::Decoded(rev) => rev,
         // Never block Helm for a record we cannot read, but never skip the check unseen.
         RecordFacts::Undecodable(why) => {
-            if settings.mode == Mode::Off || settings.stale_values == StaleValues::Off {
-                return v;
-            }
             return Verdict::notice(
                 webhook,
                 actor,
@@ -49,8 +49,6 @@ pub(super) fn decide(
         }
     };
     if webhook == Webhook::Mutate
-        || settings.mode == Mode::Off
-        || settings.stale_values == StaleValues::Off
         || !matches!(req.operation, Operation::Create | Operation::Update)
         || !matches!(rev.status, Status::PendingUpgrade | Status::PendingRollback)
     {
@@ -66,24 +64,21 @@ pub(super) fn decide(
     if pins.is_empty() {
         return v;
     }
+    answer(v, rev, &pins, releases, settings)
+}
+
+/// The answer naming the stale pins: warnings (or a denial), an audit annotation, and an
+/// Event on each workload the release renders.
+fn answer(
+    mut v: Verdict,
+    rev: &RevisionIndex,
+    pins: &[StalePin],
+    releases: &impl Releases,
+    settings: &Settings,
+) -> Verdict {
     v.stale_pins = pins.len();
     let release = &rev.release;
-    let mut lines = vec![short(&format!(
-        "helm-guard: release {} revision {} re-applies {} image value(s) persisted by an earlier revision:",
-        release.name,
-        rev.revision,
-        pins.len()
-    ))];
-    for p in pins.iter().take(MAX_PINS) {
-        lines.extend(p.warning_lines(&release.name, "<chart>"));
-    }
-    if pins.len() > MAX_PINS {
-        lines.push(format!(
-            "helm-guard: … and {} more; see: helm-guard pins --release {}",
-            pins.len() - MAX_PINS,
-            release.name
-        ));
-    }
+    let lines = lines(rev, pins);
     let summary: Vec<_> = pins
         .iter()
         .take(MAX_PINS)
@@ -98,6 +93,7 @@ pub(super) fn decide(
         "helm upgrade of release {release} (revision {}) re-applies persisted image values: {}",
         rev.revision,
         pins.iter()
+            .take(MAX_PINS)
             .map(|p| format!(
                 "{}={} (since revision {})",
                 p.path, p.pinned, p.since_revision
@@ -135,4 +131,28 @@ pub(super) fn decide(
         _ => v.warnings = lines,
     }
     v
+}
+
+/// What `helm upgrade` prints: a headline, two lines per pin (at most [`MAX_PINS`]), and how
+/// many more there are.
+fn lines(rev: &RevisionIndex, pins: &[StalePin]) -> Vec<String> {
+    let release = &rev.release;
+    let mut lines = vec![short(&format!(
+        "helm-guard: release {} revision {} re-applies {} image value(s) persisted by an earlier revision:",
+        release.name,
+        rev.revision,
+        pins.len()
+    ))];
+    for p in pins.iter().take(MAX_PINS) {
+        lines.extend(p.warning_lines(&release.name, "<chart>"));
+    }
+    if pins.len() > MAX_PINS {
+        lines.push(format!(
+            "helm-guard: {} and {} more; see: helm-guard pins --release {}",
+            text::ELLIPSIS,
+            pins.len() - MAX_PINS,
+            release.name
+        ));
+    }
+    lines
 }
