@@ -8,27 +8,33 @@
 //!
 //! ```text
 //!  release Secrets ──decode once──> store::Index ──read──┐
-//!  (helm::decode, bounded)          (RevisionIndex per   │
+//!  (helm::record, bounded)          (RevisionIndex per   │
 //!                                    revision, workload  │
 //!                                    → release map)      ▼
-//!  API server ──TLS──> server ──> admission::facts ──> policy::decide ──> AdmissionReview
-//!                      (limits,    (AdmissionReview →   (pure: no I/O,    (deny / warnings /
-//!                       deadline)   policy::Request)     no kube, no       audit annotations /
-//!                                                        axum, no tokio)   JSON patch)
+//!  API server ──TLS──> transport ──> server ──> admission ──> policy::decide ──> AdmissionReview
+//!                      (timeouts,    (routes,   (one parse:   (pure: no I/O,     (deny / warnings /
+//!                       limits,       deadline,  Judged |      no kube, no        audit annotations /
+//!                       drain)        logs)      NotChecked |  axum, no tokio)    JSON patch)
+//!                                                Invalid)
 //! ```
 //!
 //! The decision is a plain function of (request facts, release view, settings): everything
 //! that does I/O — HTTP, files, the cluster — sits around it, so the same decision runs in
-//! the server, in the offline `review` command and in table tests. Release values (which
-//! hold passwords) never leave [`helm::decode`]: only image references, names and value paths
-//! are kept, so nothing else can reach a response, a log line or an error.
+//! the server, in the offline `review` and `scan` commands and in table tests. Release values
+//! (which hold passwords) never leave [`helm::decode`]: only image references, names and
+//! value paths are kept, so nothing else can reach a response, a log line or an error.
 //!
-//! Modules: [`helm`] (release records), [`image`] (references), [`workload`] (pod specs),
-//! [`actor`] (who is writing), [`policy`] (the decision), [`values`] (image-valued paths,
-//! stale pins), [`store`] (the index), [`watch`] (cluster watches feeding it), [`lookup`]
-//! (bounded fallback lookups), [`events`] (Kubernetes Events), [`metrics`] (Prometheus),
-//! [`admission`] (wire adapter), [`server`] (HTTPS), [`tls`], [`client`], and the commands
-//! [`review`], [`pins`], [`scan`], [`demo`], [`cli`].
+//! The rooms, bottom-up (a module imports only from rooms below it):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | vocabulary | [`text`] (what people read: bounds, escaping), [`image`] (references), [`workload`] (pod specs), [`release`] (status, keys) |
+//! | values | [`values`] (image-valued paths, Helm's coalesce rules, stale pins) |
+//! | releases | [`helm`] (records: decode, manifest, index of a revision) |
+//! | decision | [`actor`] (who is writing), [`policy`] (admission decision, live judgement) |
+//! | state | [`store`] (the index), [`watch`] (cluster watches feeding it), [`lookup`] (bounded fallback lookups), [`events`], [`metrics`] |
+//! | edges | [`admission`] (wire adapter), [`server`] (routes), [`transport`] (connections), [`tls`], [`reload`] (certificate hot reload) |
+//! | commands | [`review`], [`pins`], [`scan`], [`demo`] (the seed story, with the Helm record builder and test fixtures), [`cli`] |
 
 pub mod actor;
 pub mod admission;
