@@ -253,7 +253,7 @@ fn writer_facts(
 }
 
 /// The controller owner references of an object (all owners when none is the controller).
-fn controllers(meta: Option<&wire::Meta>) -> Vec<Owner> {
+pub(crate) fn controllers(meta: Option<&wire::Meta>) -> Vec<Owner> {
     let Some(refs) = meta.and_then(|m| m.owner_references.as_ref()) else {
         return Vec::new();
     };

@@ -254,6 +254,20 @@ impl History {
         &self.revisions[last]
     }
 
+    /// The release index of every revision, each record decoded as the server decodes it
+    /// (a record that does not decode is left out).
+    pub fn index(&self) -> crate::store::Index {
+        let mut idx = crate::store::Index::default();
+        for r in &self.revisions {
+            if let Some(Ok(rev)) =
+                crate::helm::record::index_record(&r.secret(), crate::helm::DecodeLimits::default())
+            {
+                idx.apply(rev);
+            }
+        }
+        idx
+    }
+
     pub fn last(&self) -> &ReleaseRecord {
         &self.revisions[self.revisions.len() - 1]
     }

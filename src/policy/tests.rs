@@ -95,14 +95,7 @@ fn history() -> History {
 }
 
 fn index_of(h: &History) -> Index {
-    let mut idx = Index::default();
-    for r in &h.revisions {
-        let rev = index_record(&r.secret(), DecodeLimits::default())
-            .expect("a record")
-            .expect("decodes");
-        idx.apply(rev);
-    }
-    idx
+    h.index()
 }
 
 fn containers(list: &[(&str, &str)]) -> Vec<Container> {

@@ -14,12 +14,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::admission::facts::image_owners;
+use crate::admission::facts::{controllers, image_owners};
 use crate::admission::wire;
 use crate::helm::record::index_record;
 use crate::helm::{DecodeError, DecodeLimits, ReleaseKey, RevisionIndex};
 use crate::policy::live::LiveWorkload;
-use crate::policy::{ALLOW_DRIFT, DRIFT_MARK, Owner, RELEASE_NAME, RELEASE_NAMESPACE};
+use crate::policy::{ALLOW_DRIFT, DRIFT_MARK, RELEASE_NAME, RELEASE_NAMESPACE};
 use crate::store::parse_objects;
 use crate::workload::{Spec, WorkloadKind};
 
@@ -228,20 +228,7 @@ fn workload(text: &str, list_kind: Option<&str>, list_api_version: Option<&str>)
         ReleaseKey::new(&ns, &rel)
     });
     // Controller owners only, as admission reads them.
-    let owners = meta
-        .owner_references
-        .as_ref()
-        .map(|refs| {
-            let has_controller = refs.iter().any(|r| r.controller == Some(true));
-            refs.iter()
-                .filter(|r| !has_controller || r.controller == Some(true))
-                .map(|r| Owner {
-                    kind: r.kind.clone(),
-                    name: r.name.clone(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let owners = controllers(Some(&meta));
     Read::Workload(LiveWorkload {
         kind,
         name: meta.name.clone().unwrap_or_default(),

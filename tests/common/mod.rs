@@ -7,9 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use helm_guard::demo::build::History;
 use helm_guard::demo::fixtures::Edit;
-use helm_guard::helm::DecodeLimits;
-use helm_guard::helm::record::index_record;
-use helm_guard::store::{Index, SharedIndex};
+use helm_guard::store::SharedIndex;
 use helm_guard::workload::WorkloadKind;
 
 pub const PG11: &str = "docker.io/bitnami/postgresql:11.22.0";
@@ -34,15 +32,9 @@ pub fn rollback() -> Edit {
     )
 }
 
-/// The index of every revision of `h`, decoded as the server decodes records.
+/// The index of every revision of `h`, decoded as the server decodes records, shared.
 pub fn index_of(h: &History) -> SharedIndex {
-    let mut idx = Index::default();
-    for r in &h.revisions {
-        idx.apply(
-            index_record(&r.secret(), DecodeLimits::default())
-                .expect("record")
-                .expect("decodes"),
-        );
-    }
+    let idx = h.index();
+    assert_eq!(idx.len(), 1, "the release decodes");
     Arc::new(RwLock::new(idx))
 }

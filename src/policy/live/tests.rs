@@ -7,8 +7,6 @@ use serde_json::json;
 
 use super::*;
 use crate::demo::build::{Chart, History};
-use crate::helm::DecodeLimits;
-use crate::helm::record::index_record;
 use crate::image::Image;
 use crate::store::Index;
 use crate::values::coalesce::UpgradeValues;
@@ -93,15 +91,7 @@ fn index() -> Index {
     );
     h.begin_upgrade(&chart("1.1.0", "1.27"), json!({}), UpgradeValues::Default);
     h.complete();
-    let mut idx = Index::default();
-    for r in &h.revisions {
-        idx.apply(
-            index_record(&r.secret(), DecodeLimits::default())
-                .expect("record")
-                .expect("decodes"),
-        );
-    }
-    idx
+    h.index()
 }
 
 fn c(name: &str, image: &str) -> Container {
