@@ -14,10 +14,12 @@ use serde_json::json;
 
 use crate::helm::DecodeLimits;
 use crate::policy::Releases;
-use crate::store::load_files;
+use crate::store::{Index, load_files};
 use crate::values::{self, ValuesSummary};
 
 pub mod chart;
+
+use chart::ChartDefaults;
 
 /// What `pins` was asked for.
 #[derive(Clone, Debug)]
@@ -61,40 +63,7 @@ pub fn run(opts: &PinsOptions, mut out: impl Write, mut err: impl Write) -> i32 
             return 2;
         }
     };
-    let mut rows = Vec::new();
-    for key in index.keys() {
-        if opts.release.as_deref().is_some_and(|r| r != &*key.name)
-            || opts
-                .namespace
-                .as_deref()
-                .is_some_and(|n| n != &*key.namespace)
-        {
-            continue;
-        }
-        let history = index.history(&key);
-        let Some(newest) = history.iter().max_by_key(|r| r.revision) else {
-            continue;
-        };
-        let summaries: Vec<&ValuesSummary> = history.iter().map(|r| &r.values).collect();
-        for mut pin in values::persisted(&summaries, &newest.values) {
-            if let Some(c) = &chart {
-                // A plain `helm upgrade` re-applies the persisted value over the new default.
-                pin.chart_default = c.default_at(&pin.path).map(str::to_owned);
-                pin.overrides = Some(pin.chart_default.as_deref() != Some(pin.value.as_str()));
-                pin.reuse_values = false;
-                if pin.overrides != Some(true) {
-                    continue;
-                }
-            }
-            rows.push(Row {
-                release: key.to_string(),
-                revision: newest.revision,
-                chart: format!("{}-{}", newest.chart.name, newest.chart.version),
-                drop: values::drop_command(&key.name, &pin.path),
-                pin,
-            });
-        }
-    }
+    let rows = rows(opts, &index, chart.as_ref());
     let written = if opts.json {
         let items: Vec<_> = rows
             .iter()
@@ -122,6 +91,46 @@ pub fn run(opts: &PinsOptions, mut out: impl Write, mut err: impl Write) -> i32 
         table(&rows, &mut out)
     };
     if written.is_err() { 2 } else { 0 }
+}
+
+/// The rows of the report: the persisted image values of each selected release's newest
+/// revision; with a chart, only those that would override its defaults.
+fn rows(opts: &PinsOptions, index: &Index, chart: Option<&ChartDefaults>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for key in index.keys() {
+        if opts.release.as_deref().is_some_and(|r| r != &*key.name)
+            || opts
+                .namespace
+                .as_deref()
+                .is_some_and(|n| n != &*key.namespace)
+        {
+            continue;
+        }
+        let history = index.history(&key);
+        let Some(newest) = history.iter().max_by_key(|r| r.revision) else {
+            continue;
+        };
+        let summaries: Vec<&ValuesSummary> = history.iter().map(|r| &r.values).collect();
+        for mut pin in values::persisted(&summaries, &newest.values) {
+            if let Some(c) = chart {
+                // A plain `helm upgrade` re-applies the persisted value over the new default.
+                pin.chart_default = c.default_at(&pin.path).map(str::to_owned);
+                pin.overrides = Some(pin.chart_default.as_deref() != Some(pin.value.as_str()));
+                pin.reuse_values = false;
+                if pin.overrides != Some(true) {
+                    continue;
+                }
+            }
+            rows.push(Row {
+                release: key.to_string(),
+                revision: newest.revision,
+                chart: format!("{}-{}", newest.chart.name, newest.chart.version),
+                drop: values::drop_command(&key.name, &pin.path),
+                pin,
+            });
+        }
+    }
+    rows
 }
 
 fn table(rows: &[Row], out: &mut impl Write) -> std::io::Result<()> {

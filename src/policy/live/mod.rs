@@ -23,11 +23,12 @@
 //! reason reach a [`Finding`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::mark::{self, MarkEntry};
-use super::resolve::{Subject, resolve};
+use super::resolve::{Resolved, Subject, resolve};
 use super::{ImageOwner, Owner, Releases};
-use crate::helm::{ReleaseKey, WorkloadKey};
+use crate::helm::{ReleaseKey, RevisionIndex, WorkloadKey};
 use crate::text::clip;
 use crate::workload::{Container, WorkloadKind, find};
 
@@ -137,35 +138,17 @@ pub fn judge(
     templates: &impl Templates,
     helm_managers: &[String],
 ) -> Judgement {
-    // A ReplicaSet's template is its Deployment's at some rollout (old ones keep old images)
-    // and a Job's is immutable: the Deployment or CronJob carries the finding.
-    let owned_template = matches!(live.kind, WorkloadKind::ReplicaSet | WorkloadKind::Job)
-        && live
-            .owners
-            .iter()
-            .any(|o| matches!(o.kind.as_str(), "Deployment" | "CronJob"));
-    if owned_template {
+    if judged_by_owner(live) {
         return Judgement::default();
     }
     let key = live.key();
-    let subject = Subject {
-        key: &key,
-        release_annotation: live.release_annotation.as_ref(),
-        owners: &live.owners,
-        pod_template_hash: live.pod_template_hash.as_deref(),
-    };
-    let Some(resolved) = resolve(subject, releases) else {
+    let Some((resolved, revision)) = deployed(live, &key, releases) else {
         return Judgement::default();
     };
-    let Some(reference) = releases
-        .release(&resolved.release)
-        .and_then(|view| view.deployed)
-    else {
+    let Some(rendered) = revision.workload(&resolved.reference) else {
         return Judgement::default();
     };
-    let Some(rendered) = reference.workload(&resolved.reference) else {
-        return Judgement::default();
-    };
+    let against = Some((resolved.release.clone(), revision.revision));
     // A Pod of a controller: only an in-place edit is the Pod's own finding. Without its
     // owner's live template that cannot be told apart from the owner's drift, so it is left
     // to the owner.
@@ -174,7 +157,7 @@ pub fn judge(
             Some(t) => Some(t),
             None => {
                 return Judgement {
-                    against: Some((resolved.release, reference.revision)),
+                    against,
                     findings: Vec::new(),
                 };
             }
@@ -182,6 +165,65 @@ pub fn judge(
     } else {
         None
     };
+    let reference = Reference {
+        key: &key,
+        release: &resolved.release,
+        revision: revision.revision,
+        rendered: &rendered.containers,
+        owner_template,
+    };
+    Judgement {
+        against,
+        findings: findings(live, &reference, helm_managers),
+    }
+}
+
+/// A ReplicaSet's template is its Deployment's at some rollout (old ones keep old images)
+/// and a Job's is immutable: the Deployment or CronJob carries the finding.
+fn judged_by_owner(live: &LiveWorkload) -> bool {
+    matches!(live.kind, WorkloadKind::ReplicaSet | WorkloadKind::Job)
+        && live
+            .owners
+            .iter()
+            .any(|o| matches!(o.kind.as_str(), "Deployment" | "CronJob"))
+}
+
+/// The release a live workload belongs to, the workload in it that renders the object
+/// (itself, or its owner), and the release's newest deployed revision.
+fn deployed(
+    live: &LiveWorkload,
+    key: &WorkloadKey,
+    releases: &impl Releases,
+) -> Option<(Resolved, Arc<RevisionIndex>)> {
+    let subject = Subject {
+        key,
+        release_annotation: live.release_annotation.as_ref(),
+        owners: &live.owners,
+        pod_template_hash: live.pod_template_hash.as_deref(),
+    };
+    let resolved = resolve(subject, releases)?;
+    let revision = releases.release(&resolved.release)?.deployed?;
+    Some((resolved, revision))
+}
+
+/// What the containers of one live workload are judged against.
+struct Reference<'a> {
+    /// The live workload's own key.
+    key: &'a WorkloadKey,
+    release: &'a ReleaseKey,
+    revision: u32,
+    /// The containers its release renders for it (or for its owner).
+    rendered: &'a [Container],
+    /// For a Pod of a controller: its owner's live template.
+    owner_template: Option<&'a [Container]>,
+}
+
+/// The findings for the containers of a live workload.
+fn findings(
+    live: &LiveWorkload,
+    reference: &Reference<'_>,
+    helm_managers: &[String],
+) -> Vec<Finding> {
     let marks: Vec<MarkEntry> = mark::entries(live.drift_mark.as_deref());
     let break_glass = live
         .allow_drift
@@ -192,25 +234,11 @@ pub fn judge(
 
     let mut findings = Vec::new();
     for c in &live.containers {
-        let chart = find(&rendered.containers, &c.name);
-        let kind = match chart {
-            Some(chart) if c.image.same_as(&chart.image) => continue,
-            Some(_) => FindingKind::Drift,
-            // Containers cannot be added to a Pod after creation; a Pod's extra containers
-            // were injected when it was created.
-            None if live.kind == WorkloadKind::Pod => continue,
-            // Renamed or added with an image the chart renders for this workload: no drift,
-            // as in admission.
-            None if rendered
-                .containers
-                .iter()
-                .any(|r| r.image.same_as(&c.image)) =>
-            {
-                continue;
-            }
-            None => FindingKind::Added,
+        let chart = find(reference.rendered, &c.name);
+        let Some(kind) = difference(live.kind, c, chart, reference.rendered) else {
+            continue;
         };
-        if let Some(t) = owner_template
+        if let Some(t) = reference.owner_template
             && find(t, &c.name).is_none_or(|o| o.image.same_as(&c.image))
         {
             continue; // runs what its owner's template says: the owner's finding, if any
@@ -233,12 +261,12 @@ pub fn judge(
             } else {
                 kind
             },
-            workload: key.clone(),
+            workload: reference.key.clone(),
             container: c.name.to_string(),
             init: c.init,
             live_image: c.image.to_string(),
             chart_image: chart.map(|c| c.image.to_string()),
-            release: resolved.release.clone(),
+            release: reference.release.clone(),
             revision: reference.revision,
             since: owner
                 .and_then(|o| nonempty(&o.time))
@@ -250,9 +278,27 @@ pub fn judge(
             reason,
         });
     }
-    Judgement {
-        against: Some((resolved.release, reference.revision)),
-        findings,
+    findings
+}
+
+/// How a live container differs from what the chart renders (`chart`: the rendered container
+/// of that name), before asking who changed it; `None` when that alone rules a finding out.
+fn difference(
+    kind: WorkloadKind,
+    c: &Container,
+    chart: Option<&Container>,
+    rendered: &[Container],
+) -> Option<FindingKind> {
+    match chart {
+        Some(chart) if c.image.same_as(&chart.image) => None,
+        Some(_) => Some(FindingKind::Drift),
+        // Containers cannot be added to a Pod after creation; a Pod's extra containers
+        // were injected when it was created.
+        None if kind == WorkloadKind::Pod => None,
+        // Renamed or added with an image the chart renders for this workload: no drift,
+        // as in admission.
+        None if rendered.iter().any(|r| r.image.same_as(&c.image)) => None,
+        None => Some(FindingKind::Added),
     }
 }
 

@@ -15,8 +15,9 @@
 //! hyper's own HTTP/1 `header_read_timeout` is not used: in hyper 1.x it is armed as soon as
 //! the connection is ready for the next request head, so it also bounds the idle time
 //! between requests and cannot tell a kept-alive connection from a stalled head. A small
-//! watchdog per connection tells them apart from two facts: whether a request is in flight
-//! (the service sees it) and whether bytes arrived since the last one ended ([`Watched`]).
+//! watchdog per connection (src/transport/conn.rs) tells them apart from two facts: whether
+//! a request is in flight (the service sees it) and whether bytes arrived since the last one
+//! ended.
 //!
 //! Shutdown ([`Running::drain`]) follows kubernetes#127335: the API server keeps sending on
 //! pooled connections to a terminating pod, so closing an idle HTTP/1.1 connection can lose a
@@ -28,32 +29,28 @@
 //! connections up to the drain limit and then drops them.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes, HttpBody};
-use axum::http::{HeaderValue, Request, Response, StatusCode, Version, header};
-use axum::response::IntoResponse;
 use axum_server::tls_rustls::RustlsConfig;
-use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::server::ServerError;
+
+mod body;
+mod conn;
+
+pub use body::{BodyError, read_body};
+pub use conn::CloseConnection;
+use conn::connection;
 
 /// HTTP/2 keep-alive pings find dead peers while streams are open (idle ones are closed by
 /// the idle timeout).
@@ -303,7 +300,7 @@ pub async fn start(
 
 fn builders() -> (auto::Builder<TokioExecutor>, auto::Builder<TokioExecutor>) {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    // The watchdog in `serve` bounds the request head (see the module doc).
+    // The watchdog in `conn::serve` bounds the request head (see the module doc).
     b.http1().keep_alive(true).header_read_timeout(None);
     b.http2()
         .timer(TokioTimer::new())
@@ -468,375 +465,6 @@ impl PendingEntry {
 impl Drop for PendingEntry {
     fn drop(&mut self) {
         self.leave();
-    }
-}
-
-async fn connection(
-    tcp: TcpStream,
-    spec: Arc<Spec>,
-    mut phase: watch::Receiver<Phase>,
-    _permit: OwnedSemaphorePermit,
-    _live: Live,
-    pending: PendingEntry,
-) {
-    let evict = pending.evict.clone();
-    let Some(config) = &spec.tls else {
-        serve(tcp, false, &spec, phase, pending).await;
-        return;
-    };
-    // Built per handshake from the shared configuration, so a reloaded certificate is used
-    // by the next connection (src/reload.rs).
-    let acceptor = TlsAcceptor::from(config.get_inner());
-    let handshake = tokio::time::timeout(spec.settings.handshake_timeout, acceptor.accept(tcp));
-    let tls = tokio::select! {
-        r = handshake => match r {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => {
-                debug!(listener = spec.name, %error, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                debug!(listener = spec.name, "TLS handshake timed out");
-                return;
-            }
-        },
-        () = reached(&mut phase, Phase::Stopped) => return,
-        () = evict.notified() => {
-            debug!(listener = spec.name, "connection limit: handshaking connection closed");
-            return;
-        }
-    };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve(tls, h2, &spec, phase, pending).await;
-}
-
-/// Serves one connection under its watchdog until it ends, times out, or the drain stops it.
-async fn serve<I>(
-    io: I,
-    h2: bool,
-    spec: &Spec,
-    mut phase: watch::Receiver<Phase>,
-    pending: PendingEntry,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let settings = spec.settings;
-    let evict = pending.evict.clone();
-    let state = Arc::new(ConnState::new(h2, pending));
-    let opened_draining = *phase.borrow() >= Phase::Draining;
-    let service = {
-        let router = spec.router.clone();
-        let state = state.clone();
-        let draining = spec.draining.clone();
-        hyper::service::service_fn(move |req| {
-            handle(router.clone(), state.clone(), draining.clone(), req)
-        })
-    };
-    let io = TokioIo::new(Watched {
-        inner: io,
-        state: state.clone(),
-    });
-    let builder = if h2 { &spec.h2 } else { &spec.auto };
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
-    let mut goaway = false;
-    // Set when an idle HTTP/2 connection was sent GOAWAY: it is dropped if still open then.
-    let mut hard_stop: Option<Instant> = None;
-    loop {
-        // After an idle GOAWAY only the hard stop is left to wait for.
-        let wake = hard_stop.or_else(|| state.deadline(&settings));
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(error) = r {
-                    debug!(listener = spec.name, %error, "connection ended with an error");
-                }
-                return;
-            }
-            r = phase.changed() => {
-                if r.is_err() {
-                    return;
-                }
-            }
-            () = state.wake.notified() => {}
-            () = evict.notified() => {
-                if state.served.load(Ordering::Acquire) == 0
-                    && state.in_flight.load(Ordering::Acquire) == 0
-                {
-                    debug!(listener = spec.name, "connection limit: connection without a request closed");
-                    return;
-                }
-            }
-            () = sleep_until(wake) => {
-                let now = Instant::now();
-                if hard_stop.is_some_and(|t| now >= t) {
-                    return;
-                }
-                if state.deadline(&settings).is_some_and(|d| now >= d) {
-                    if state.reading_head() {
-                        debug!(listener = spec.name, "request head not received in time; closing");
-                        return;
-                    }
-                    if !h2 {
-                        // HTTP/1 with no request in flight: nothing to lose by closing.
-                        debug!(listener = spec.name, "idle connection closed");
-                        return;
-                    }
-                    if !goaway {
-                        conn.as_mut().graceful_shutdown();
-                        goaway = true;
-                    }
-                    hard_stop.get_or_insert(now + settings.header_timeout);
-                }
-            }
-        }
-        let now_phase = *phase.borrow();
-        if now_phase == Phase::Stopped {
-            return;
-        }
-        // HTTP/2 connections open before the drain get GOAWAY at once; one opened during the
-        // drain first serves the request it was opened for.
-        if now_phase >= Phase::Draining
-            && h2
-            && !goaway
-            && (!opened_draining || state.served.load(Ordering::Acquire) > 0)
-        {
-            conn.as_mut().graceful_shutdown();
-            goaway = true;
-        }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Marks a response after which the HTTP/1 connection must close: the request body was not
-/// (fully) read, so the connection cannot carry another request. See [`BodyError`].
-#[derive(Clone, Copy, Debug)]
-pub struct CloseConnection;
-
-async fn handle(
-    mut router: Router,
-    state: Arc<ConnState>,
-    draining: Arc<AtomicBool>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    use tower_service::Service;
-    let h1 = req.version() <= Version::HTTP_11;
-    let _request = state.begin();
-    // A Router is always ready; polled anyway, as the Service contract asks.
-    std::future::poll_fn(|cx| <Router as Service<Request<Incoming>>>::poll_ready(&mut router, cx))
-        .await?;
-    let mut res = router.call(req).await?;
-    if h1
-        && (draining.load(Ordering::Acquire) || res.extensions().get::<CloseConnection>().is_some())
-    {
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    Ok(res)
-}
-
-/// What the watchdog knows about one connection. Times are milliseconds since `base`.
-struct ConnState {
-    base: Instant,
-    h2: bool,
-    in_flight: AtomicUsize,
-    /// When the first byte of the next request arrived, plus one (0: none yet).
-    head_since: AtomicU64,
-    /// When the last request ended (or the connection started).
-    idle_since: AtomicU64,
-    served: AtomicU64,
-    /// Wakes the watchdog when a request starts or ends or a head starts arriving.
-    wake: Notify,
-    /// Left at the first request: from then on the connection is not evicted.
-    pending: PendingEntry,
-}
-
-impl ConnState {
-    fn new(h2: bool, pending: PendingEntry) -> Self {
-        Self {
-            base: Instant::now(),
-            h2,
-            in_flight: AtomicUsize::new(0),
-            // HTTP/1: the first request head is due `header_timeout` after the handshake.
-            head_since: AtomicU64::new(if h2 { 0 } else { 1 }),
-            idle_since: AtomicU64::new(0),
-            served: AtomicU64::new(0),
-            wake: Notify::new(),
-            pending,
-        }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn at(&self, ms: u64) -> Instant {
-        self.base + Duration::from_millis(ms)
-    }
-
-    fn on_bytes(&self) {
-        if self.h2 {
-            return; // pings and window updates are not requests
-        }
-        if self.in_flight.load(Ordering::Acquire) == 0
-            && self.head_since.load(Ordering::Acquire) == 0
-        {
-            self.head_since.store(self.now() + 1, Ordering::Release);
-            self.wake.notify_one();
-        }
-    }
-
-    fn reading_head(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0 && self.head_since.load(Ordering::Acquire) != 0
-    }
-
-    /// When the watchdog must act, if nothing changes: `None` while a request is in flight
-    /// (the request deadline bounds it).
-    fn deadline(&self, settings: &Settings) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let head = self.head_since.load(Ordering::Acquire);
-        if head != 0 {
-            return Some(self.at(head - 1) + settings.header_timeout);
-        }
-        Some(self.at(self.idle_since.load(Ordering::Acquire)) + settings.idle_timeout)
-    }
-
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if self.served.load(Ordering::Acquire) == 0 {
-            self.pending.leave();
-        }
-        self.head_since.store(0, Ordering::Release);
-        self.wake.notify_one();
-        InFlight(self.clone())
-    }
-}
-
-/// One request in flight on a connection.
-struct InFlight(Arc<ConnState>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let s = &self.0;
-        s.idle_since.store(s.now(), Ordering::Release);
-        s.served.fetch_add(1, Ordering::AcqRel);
-        s.in_flight.fetch_sub(1, Ordering::AcqRel);
-        s.wake.notify_one();
-    }
-}
-
-/// The connection's byte stream, reporting arriving bytes to its [`ConnState`].
-struct Watched<I> {
-    inner: I,
-    state: Arc<ConnState>,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.state.on_bytes();
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// Why a request body was not read.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BodyError {
-    /// Declared (Content-Length) or found larger than the limit.
-    #[error("request body larger than {limit} bytes")]
-    TooLarge { limit: usize },
-    /// The body had not arrived when the request deadline passed.
-    #[error("request body not received before the deadline")]
-    Deadline,
-    /// The client broke the body off (reset, malformed chunking).
-    #[error("reading the request body: {0}")]
-    Read(#[source] axum::BoxError),
-}
-
-impl IntoResponse for BodyError {
-    /// 413 and 503 hand the outcome to the webhook's failure policy (server.rs's table); the
-    /// connection closes after the answer, as the rest of the body is not read.
-    fn into_response(self) -> axum::response::Response {
-        let (status, text) = match self {
-            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
-            Self::Deadline => (StatusCode::SERVICE_UNAVAILABLE, "deadline passed\n"),
-            Self::Read(_) => (StatusCode::BAD_REQUEST, "body not readable\n"),
-        };
-        let mut res = (status, text).into_response();
-        res.extensions_mut().insert(CloseConnection);
-        res
-    }
-}
-
-/// Reads a request body of at most `max_bytes` by `deadline_at`.
-///
-/// The declared length is checked before the body is touched: hyper sends `100 Continue` to
-/// an `Expect: 100-continue` request only when the body is first polled, so an oversized
-/// body is refused (413) without the client ever sending it.
-pub async fn read_body(
-    body: Body,
-    max_bytes: usize,
-    deadline_at: Instant,
-) -> Result<Bytes, BodyError> {
-    let limit = max_bytes;
-    // Content-Length (HTTP/1 and HTTP/2) is the body's exact size hint.
-    if body.size_hint().lower() > u64::try_from(max_bytes).unwrap_or(u64::MAX) {
-        return Err(BodyError::TooLarge { limit });
-    }
-    let collect = http_body_util::Limited::new(body, max_bytes).collect();
-    match tokio::time::timeout_at(deadline_at, collect).await {
-        Err(_) => Err(BodyError::Deadline),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(BodyError::TooLarge { limit })
-        }
-        Ok(Err(error)) => Err(BodyError::Read(error)),
     }
 }
 
