@@ -18,23 +18,23 @@ use crate::workload::{Container, Spec, WorkloadKind};
 
 /// An object of the request, read as far as the guard needs: metadata, and for a workload
 /// the containers of its pod template.
-struct Read {
-    meta: wire::Meta,
+struct Read<'a> {
+    meta: wire::Meta<'a>,
     containers: Vec<Container>,
 }
 
-fn read(
-    raw: Option<&RawValue>,
+fn read<'a>(
+    raw: Option<&'a RawValue>,
     kind: Option<WorkloadKind>,
     which: &'static str,
-) -> Result<Option<Read>, ReviewError> {
+) -> Result<Option<Read<'a>>, ReviewError> {
     let Some(raw) = raw else { return Ok(None) };
     if raw.get() == "null" {
         return Ok(None);
     }
     Ok(Some(match kind {
         Some(kind) => {
-            let obj: wire::Object<Spec> =
+            let obj: wire::Object<'_, Spec> =
                 serde_json::from_str(raw.get()).map_err(|_| ReviewError::Spec { which, kind })?;
             if obj.kind.as_deref().is_some_and(|k| k != kind.as_str()) {
                 return Err(ReviewError::KindMismatch { which, kind });
@@ -45,7 +45,7 @@ fn read(
             }
         }
         None => {
-            let obj: wire::Object =
+            let obj: wire::Object<'_> =
                 serde_json::from_str(raw.get()).map_err(|_| ReviewError::Object { which })?;
             Read {
                 meta: obj.metadata,
@@ -55,7 +55,7 @@ fn read(
     }))
 }
 
-fn managed(meta: Option<&wire::Meta>) -> Vec<ManagedEntry> {
+fn managed(meta: Option<&wire::Meta<'_>>) -> Vec<ManagedEntry> {
     meta.and_then(|m| m.managed_fields.as_ref())
         .map(|entries| {
             entries
@@ -73,7 +73,7 @@ fn managed(meta: Option<&wire::Meta>) -> Vec<ManagedEntry> {
 
 /// Who owns each container's `image` field in an object, per its `managedFields`
 /// (`f:spec…f:containers.k:{"name":"x"}.f:image`, at the kind's pod-spec depth).
-pub(crate) fn image_owners(meta: Option<&wire::Meta>, kind: WorkloadKind) -> Vec<ImageOwner> {
+pub(crate) fn image_owners(meta: Option<&wire::Meta<'_>>, kind: WorkloadKind) -> Vec<ImageOwner> {
     let path: &[&str] = match kind {
         WorkloadKind::Pod => &["f:spec"],
         WorkloadKind::CronJob => &["f:spec", "f:jobTemplate", "f:spec", "f:template", "f:spec"],
@@ -169,7 +169,7 @@ pub fn facts(req: &Request<'_>, settings: &Settings) -> Result<Facts, ReviewErro
     }
     let meta = object.as_ref().map(|o| &o.meta);
     let old_meta = old.as_ref().map(|o| &o.meta);
-    let annotation = |m: Option<&wire::Meta>, k: &str| {
+    let annotation = |m: Option<&wire::Meta<'_>>, k: &str| {
         m.and_then(|m| m.annotations.as_ref())
             .and_then(|a| a.get(k))
             .cloned()
@@ -240,8 +240,8 @@ fn operation(op: wire::Operation) -> Operation {
 
 fn writer_facts(
     req: &Request<'_>,
-    meta: Option<&wire::Meta>,
-    old_meta: Option<&wire::Meta>,
+    meta: Option<&wire::Meta<'_>>,
+    old_meta: Option<&wire::Meta<'_>>,
 ) -> WriterFacts {
     WriterFacts {
         user: req.user_info.username.clone().unwrap_or_default(),
@@ -253,7 +253,7 @@ fn writer_facts(
 }
 
 /// The controller owner references of an object (all owners when none is the controller).
-pub(crate) fn controllers(meta: Option<&wire::Meta>) -> Vec<Owner> {
+pub(crate) fn controllers(meta: Option<&wire::Meta<'_>>) -> Vec<Owner> {
     let Some(refs) = meta.and_then(|m| m.owner_references.as_ref()) else {
         return Vec::new();
     };

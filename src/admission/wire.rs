@@ -120,18 +120,18 @@ pub struct Options {
 /// An object: its kind, its metadata and, for workloads, its spec (`S` = `workload::Spec`),
 /// or nothing else (`S` = `IgnoredAny`).
 #[derive(Debug, Deserialize)]
-pub struct Object<S = IgnoredAny> {
+pub struct Object<'a, S = IgnoredAny> {
     #[serde(default)]
     pub kind: Option<String>,
-    #[serde(default)]
-    pub metadata: Meta,
+    #[serde(default, borrow)]
+    pub metadata: Meta<'a>,
     #[serde(default)]
     pub spec: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Meta {
+pub struct Meta<'a> {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -139,13 +139,58 @@ pub struct Meta {
     #[serde(default)]
     pub uid: Option<String>,
     #[serde(default)]
-    pub labels: Option<BTreeMap<String, String>>,
+    pub labels: Option<Labels>,
     #[serde(default)]
-    pub annotations: Option<BTreeMap<String, String>>,
+    pub annotations: Option<Annotations>,
     #[serde(default)]
     pub owner_references: Option<Vec<OwnerReference>>,
     #[serde(default)]
-    pub managed_fields: Option<Vec<ManagedField>>,
+    #[serde(borrow)]
+    pub managed_fields: Option<Vec<ManagedField<'a>>>,
+}
+
+/// The annotations the guard reads; every other one (kubectl's last-applied-configuration can
+/// be most of a review) is skipped by the parser without being copied.
+#[derive(Debug, Default, Deserialize)]
+pub struct Annotations {
+    #[serde(default, rename = "meta.helm.sh/release-name")]
+    release_name: Option<String>,
+    #[serde(default, rename = "meta.helm.sh/release-namespace")]
+    release_namespace: Option<String>,
+    #[serde(default, rename = "helm-guard.io/allow-drift")]
+    allow_drift: Option<String>,
+    #[serde(default, rename = "helm-guard.io/drift")]
+    drift: Option<String>,
+}
+
+impl Annotations {
+    /// The value of one of the annotations the guard reads.
+    pub fn get(&self, key: &str) -> Option<&String> {
+        match key {
+            crate::policy::RELEASE_NAME => self.release_name.as_ref(),
+            crate::policy::RELEASE_NAMESPACE => self.release_namespace.as_ref(),
+            crate::policy::ALLOW_DRIFT => self.allow_drift.as_ref(),
+            crate::policy::DRIFT_MARK => self.drift.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// The labels the guard reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct Labels {
+    #[serde(default, rename = "pod-template-hash")]
+    pod_template_hash: Option<String>,
+}
+
+impl Labels {
+    /// The value of one of the labels the guard reads.
+    pub fn get(&self, key: &str) -> Option<&String> {
+        match key {
+            "pod-template-hash" => self.pod_template_hash.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,7 +205,7 @@ pub struct OwnerReference {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ManagedField {
+pub struct ManagedField<'a> {
     #[serde(default)]
     pub manager: Option<String>,
     #[serde(default)]
@@ -169,9 +214,10 @@ pub struct ManagedField {
     pub subresource: Option<String>,
     #[serde(default)]
     pub time: Option<String>,
-    /// Read only when ownership of a container's image matters (a Helm write).
-    #[serde(default, rename = "fieldsV1")]
-    pub fields_v1: Option<Box<RawValue>>,
+    /// Read only when ownership of a container's image matters (a Helm write); borrowed,
+    /// never copied, until then.
+    #[serde(default, borrow, rename = "fieldsV1")]
+    pub fields_v1: Option<&'a RawValue>,
 }
 
 /// The AdmissionReview sent back.

@@ -186,9 +186,9 @@ pub(crate) fn workloads(items: &Items<'_>) -> Vec<Read> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Object {
-    #[serde(default)]
-    metadata: wire::Meta,
+struct Object<'a> {
+    #[serde(default, borrow)]
+    metadata: wire::Meta<'a>,
     #[serde(default)]
     spec: Option<Spec>,
 }
