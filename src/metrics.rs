@@ -117,7 +117,7 @@ pub struct Observation<'a> {
     pub mode: &'static str,
     /// The request's kind (`Deployment`, …); anything unexpected is counted as `other`.
     pub kind: &'a str,
-    /// `allowed` | `denied` | `warned` | `error`.
+    /// `allowed` | `denied` | `warned` | `not-checked` | `error`.
     pub verdict: &'static str,
     /// The actor class (`helm`, `kubectl`, `exempt`, `other`, `helm-unverified`), or `none`
     /// when the request could not be read.
@@ -129,7 +129,7 @@ impl AdmissionMetrics {
         let requests = Family::default();
         reg.register(
             "admission_requests",
-            "Admission requests by webhook, mode, kind, verdict (allowed|denied|warned|error) and actor class",
+            "Admission requests by webhook, mode, kind, verdict (allowed|denied|warned|not-checked|error) and actor class",
             requests.clone(),
         );
         let duration = Family::<WebhookLabels, Histogram>::new_with_constructor(|| {
