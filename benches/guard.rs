@@ -215,6 +215,10 @@ fn parts(c: &mut Criterion) {
     for (label, raw) in [
         ("image_new/short", "nginx:1.27"),
         (
+            "image_new/ecr",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/platform/api:v1.42.0",
+        ),
+        (
             "image_new/digest",
             "registry.internal.example.com:5000/platform/api@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ),
