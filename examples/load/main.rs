@@ -27,9 +27,11 @@
 //! sampled every `--sample-every` seconds, and it reports RSS at start, after `--warmup`
 //! seconds, the maximum, at the end of the load and after `--idle` seconds of idle
 //! (connections kept open, as the API server keeps them). The server runtime keeps tokio's
-//! default blocking-pool keep-alive (10 s), as production does. Build with
-//! `--no-default-features` for glibc's allocator instead of jemalloc; set
-//! `MALLOC_ARENA_MAX` in the environment to try glibc's arena limit.
+//! default blocking-pool keep-alive (10 s), as production does. Set `MALLOC_ARENA_MAX` in
+//! the environment to try glibc's arena limit; to try another allocator, give this file a
+//! `#[global_allocator]` (jemalloc was measured that way: see the soak numbers in
+//! `docs/performance.md`). The RSS at the end of the load includes this process's own
+//! latency records (16 B per request).
 
 mod client;
 mod reviews;
@@ -50,10 +52,6 @@ use helm_guard::tls;
 use tokio::sync::Semaphore;
 
 use client::{Tally, Work};
-
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 struct Args {
     concurrency: usize,
@@ -135,15 +133,11 @@ fn guard_state(index: helm_guard::store::Index) -> AppState {
     )
 }
 
+/// The allocator settings in force, for the record (the binary uses the system allocator).
 fn allocator() -> String {
-    let base = if cfg!(feature = "jemalloc") {
-        "jemalloc"
-    } else {
-        "glibc malloc"
-    };
     match std::env::var("MALLOC_ARENA_MAX") {
-        Ok(v) if !cfg!(feature = "jemalloc") => format!("{base}, MALLOC_ARENA_MAX={v}"),
-        _ => base.to_owned(),
+        Ok(v) => format!("system malloc, MALLOC_ARENA_MAX={v}"),
+        Err(_) => "system malloc".to_owned(),
     }
 }
 
