@@ -37,9 +37,67 @@ pub async fn connect(
     Ok(clients)
 }
 
+/// Latencies in log-spaced buckets (2% apart, 1 µs to ~10 min): constant memory, so that a
+/// long soak measures the server's memory and not a growing list of latencies here.
+pub struct Histogram {
+    counts: Vec<u64>,
+    n: u64,
+}
+
+const BUCKETS: usize = 1_400;
+const STEP: f64 = 1.02;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: vec![0; BUCKETS],
+            n: 0,
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, d: Duration) {
+        let us = d.as_secs_f64() * 1e6;
+        let i = if us <= 1.0 {
+            0
+        } else {
+            ((us.ln() / STEP.ln()).ceil() as usize).min(BUCKETS - 1)
+        };
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.n += 1;
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.n += other.n;
+    }
+
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+
+    /// The `q` quantile in milliseconds: the upper bound of its bucket (nearest rank).
+    pub fn ms(&self, q: f64) -> f64 {
+        let rank = ((q * self.n as f64).ceil() as u64).clamp(1, self.n.max(1));
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return STEP.powi(i as i32) / 1e3;
+            }
+        }
+        0.0
+    }
+}
+
 #[derive(Default)]
 pub struct Tally {
-    pub durations: Vec<Duration>,
+    pub latency: Histogram,
     pub elapsed: Duration,
     pub errors: usize,
     pub wrong_verdicts: usize,
@@ -48,7 +106,7 @@ pub struct Tally {
 
 impl Tally {
     fn merge(&mut self, t: Tally) {
-        self.durations.extend(t.durations);
+        self.latency.merge(&t.latency);
         self.errors += t.errors;
         self.wrong_verdicts += t.wrong_verdicts;
         if self.first_error.is_none() {
@@ -56,25 +114,17 @@ impl Tally {
         }
     }
 
-    /// Sorts the latencies; call once before reading percentiles.
-    pub fn finish(&mut self) {
-        self.durations.sort_unstable();
+    pub fn requests(&self) -> u64 {
+        self.latency.len()
     }
 
     pub fn throughput(&self) -> f64 {
-        self.durations.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.requests() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// The `q` quantile in milliseconds (nearest rank).
+    /// The `q` quantile in milliseconds (within 2%).
     pub fn ms(&self, q: f64) -> f64 {
-        let n = self.durations.len();
-        if n == 0 {
-            return 0.0;
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        self.durations
-            .get(rank - 1)
-            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        self.latency.ms(q)
     }
 
     pub fn problems(&self) -> String {
@@ -139,7 +189,7 @@ pub async fn drive(
                     };
                     let sent = Instant::now();
                     let r = client.post_json(w.path, w.body.clone()).await;
-                    t.durations.push(sent.elapsed());
+                    t.latency.record(sent.elapsed());
                     let problem = match r {
                         Ok((status, body)) if status.is_success() => {
                             let want: &[u8] = if w.allowed {
@@ -175,7 +225,6 @@ pub async fn drive(
         }
     }
     all.elapsed = started.elapsed();
-    all.finish();
     all
 }
 
