@@ -31,14 +31,17 @@ use helm_guard::store::Index;
 
 mod support;
 
-use support::{Change, Fleet};
+use helm_guard::demo::build::{History, ReleaseRecord, gzip_best};
+use serde_json::json;
+use support::fleet::{Change, Fleet, edit_for};
+use support::review::realistic_review;
 
 const NOW: &str = "2026-11-26T12:00:00Z";
 
 /// The fleet the decision benches look things up in, built once.
 static FLEET: LazyLock<(RwLock<Index>, Fleet)> = LazyLock::new(|| {
     let started = std::time::Instant::now();
-    let mut fleet = support::fleet(1_000);
+    let mut fleet = support::fleet::fleet(1_000);
     let index = std::mem::take(&mut fleet.index);
     eprintln!(
         "fleet: {} releases, {} records decoded and indexed in {:.2?}",
@@ -55,8 +58,8 @@ fn decode_index(c: &mut Criterion) {
     g.sample_size(30);
     g.measurement_time(Duration::from_secs(8));
     for (label, target) in [("100KiB", 100usize << 10), ("1MiB", 1 << 20)] {
-        let record = support::big_release(target);
-        let sizes = support::record_sizes(&record);
+        let record = big_release(target);
+        let sizes = record_sizes(&record);
         let secret = record.secret();
         let rev = index_record(&secret, DecodeLimits::default())
             .expect("a release record")
@@ -84,7 +87,7 @@ fn decode_index(c: &mut Criterion) {
 }
 
 fn decode_parts(c: &mut Criterion) {
-    let record = support::big_release(1 << 20);
+    let record = big_release(1 << 20);
     let helm_string = record.encoded();
     let name = record.object_name();
     assert_eq!(
@@ -120,9 +123,8 @@ fn decode_parts(c: &mut Criterion) {
 /// The policy facts of a realistic review of an edit of release `i`.
 fn facts(i: usize, change: Change, settings: &Settings) -> policy::Facts {
     let (_, fleet) = &*FLEET;
-    let edit = support::edit_for(fleet, i, change);
-    let body =
-        serde_json::to_vec(&support::realistic_review(&edit, "bench-uid", 7)).expect("serialises");
+    let edit = edit_for(fleet, i, change);
+    let body = serde_json::to_vec(&realistic_review(&edit, "bench-uid", 7)).expect("serialises");
     let req = admission::parse(&body).expect("parses");
     admission::facts(&req, settings).expect("facts")
 }
@@ -170,19 +172,19 @@ fn decision(c: &mut Criterion) {
 fn admission_path(c: &mut Criterion) {
     let (index, fleet) = &*FLEET;
     let mut g = c.benchmark_group("admission/parse_and_decide");
-    let drift = support::edit_for(fleet, 500, Change::Drift);
+    let drift = edit_for(fleet, 500, Change::Drift);
     let cases = [
         (
             "enforce_deny",
             Webhook::Validate,
             Mode::Enforce,
-            support::realistic_review(&drift, "bench-uid", 7),
+            realistic_review(&drift, "bench-uid", 7),
         ),
         (
             "audit_mutate_patch",
             Webhook::Mutate,
             Mode::Audit,
-            support::realistic_review(&drift, "bench-uid", 7),
+            realistic_review(&drift, "bench-uid", 7),
         ),
         (
             "enforce_deny_minimal_body",
@@ -218,6 +220,10 @@ fn parts(c: &mut Criterion) {
     for (label, raw) in [
         ("image_new/short", "nginx:1.27"),
         (
+            "image_new/ecr",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/platform/api:v1.42.0",
+        ),
+        (
             "image_new/digest",
             "registry.internal.example.com:5000/platform/api@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ),
@@ -226,9 +232,8 @@ fn parts(c: &mut Criterion) {
             b.iter(|| helm_guard::image::Image::new(black_box(raw)))
         });
     }
-    let edit = support::edit_for(fleet, 500, Change::Drift);
-    let body =
-        serde_json::to_vec(&support::realistic_review(&edit, "bench-uid", 7)).expect("serialises");
+    let edit = edit_for(fleet, 500, Change::Drift);
+    let body = serde_json::to_vec(&realistic_review(&edit, "bench-uid", 7)).expect("serialises");
     g.bench_function("admission_parse_only", |b| {
         b.iter(|| admission::parse(black_box(&body)).expect("parses"))
     });
@@ -238,6 +243,38 @@ fn parts(c: &mut Criterion) {
         b.iter(|| admission::facts(black_box(&req), &settings).expect("facts"))
     });
     g.finish();
+}
+
+/// One release (one `deployed` revision) of the chart with a manifest of ~`target_bytes`.
+pub fn big_release(target_bytes: usize) -> ReleaseRecord {
+    let chart = support::chart::app_chart(target_bytes);
+    let h = History::install(
+        "platform",
+        "prod",
+        &chart,
+        json!({"fullnameOverride": "platform", "auth": {"password": "CANARY-user-pw"}}),
+    );
+    h.last().clone()
+}
+
+/// Sizes of one encoded record, for the report.
+pub struct RecordSizes {
+    pub manifest: usize,
+    pub documents: usize,
+    pub json: usize,
+    pub gzip: usize,
+    pub secret_json: usize,
+}
+
+pub fn record_sizes(r: &ReleaseRecord) -> RecordSizes {
+    let json = r.to_json().to_string();
+    RecordSizes {
+        manifest: r.manifest.len(),
+        documents: helm_guard::helm::split_manifests(&r.manifest).count(),
+        json: json.len(),
+        gzip: gzip_best(json.as_bytes()).len(),
+        secret_json: r.secret().to_string().len(),
+    }
 }
 
 criterion_group!(

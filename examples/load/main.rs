@@ -1,0 +1,419 @@
+//! A bounded load test of helm-guard's real HTTPS webhook server, in-process on loopback,
+//! measured against the floor of its own stack.
+//!
+//! ```sh
+//! cargo run --release --example load -- [--concurrency 16] [--seconds 8] [--rounds 3]
+//!                                        [--releases 1000] [--no-logs]
+//! cargo run --release --example load -- --soak 120 --rate 400 [--concurrency 32]
+//!                                        [--warmup 20] [--sample-every 5] [--idle 10]
+//! ```
+//!
+//! Both modes index `--releases` Helm releases (every record decoded by the real path) and
+//! serve them with `server::start` as shipped, on 127.0.0.1:0 with an in-memory certificate;
+//! the server logs as in production (JSON, info level) into a sink unless `--no-logs`.
+//! Server and client get a runtime each (two workers, like the machine's cores), so that
+//! thread names tell their CPU time apart.
+//!
+//! **Compare** (default): the floor (a no-op webhook on the same stack, see `servers.rs`)
+//! and helm-guard run side by side in this process, driven by the same client
+//! (`--concurrency` keep-alive `WebhookClient`s, closed-loop). For a ~4 KiB and a ~32 KiB
+//! Deployment-drift review to `/validate/enforce`, it alternates floor and guard
+//! `--rounds` times for `--seconds` each, and prints every run, the medians, and the ratios
+//! guard/floor of throughput, p50 and p99, with server CPU per request.
+//!
+//! **Soak** (`--soak SECONDS --rate N`): helm-guard alone at N requests/s from
+//! `--concurrency` senders, a mix of workload kinds, drift and no drift, validate and
+//! mutate, with ~85-character image references; the process's RSS and thread count are
+//! sampled every `--sample-every` seconds, and it reports RSS at start, after `--warmup`
+//! seconds, the maximum, at the end of the load and after `--idle` seconds of idle
+//! (connections kept open, as the API server keeps them). The server runtime keeps tokio's
+//! default blocking-pool keep-alive (10 s), as production does. Set `MALLOC_ARENA_MAX` in
+//! the environment to try glibc's arena limit; to try another allocator, give this file a
+//! `#[global_allocator]` (jemalloc was measured that way: see the soak numbers in
+//! `docs/performance.md`). Latencies go into a fixed-size histogram (2% buckets), so the
+//! load generator's own memory stays flat.
+
+mod client;
+mod reviews;
+mod rss;
+mod servers;
+#[path = "../../benches/support/mod.rs"]
+mod support;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use axum_server::tls_rustls::RustlsConfig;
+use helm_guard::policy::{Mode, Settings};
+use helm_guard::server::{self, AppState};
+use helm_guard::tls;
+use tokio::sync::Semaphore;
+
+use client::{Tally, Work};
+
+struct Args {
+    concurrency: usize,
+    seconds: u64,
+    rounds: usize,
+    releases: usize,
+    logs: bool,
+    soak: Option<u64>,
+    rate: u32,
+    warmup: u64,
+    sample_every: u64,
+    idle: u64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        concurrency: 16,
+        seconds: 8,
+        rounds: 3,
+        releases: 1_000,
+        logs: true,
+        soak: None,
+        rate: 400,
+        warmup: 20,
+        sample_every: 5,
+        idle: 10,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| -> anyhow::Result<u64> {
+            let v = it.next().with_context(|| format!("{name} needs a value"))?;
+            v.parse()
+                .with_context(|| format!("{name}: not a number: {v}"))
+        };
+        match flag.as_str() {
+            "-c" | "--concurrency" => a.concurrency = value("--concurrency")? as usize,
+            "-t" | "--seconds" => a.seconds = value("--seconds")?,
+            "--rounds" => a.rounds = value("--rounds")? as usize,
+            "--releases" => a.releases = value("--releases")? as usize,
+            "--no-logs" => a.logs = false,
+            "--soak" => a.soak = Some(value("--soak")?),
+            "--rate" => a.rate = u32::try_from(value("--rate")?).unwrap_or(u32::MAX),
+            "--warmup" => a.warmup = value("--warmup")?,
+            "--sample-every" => a.sample_every = value("--sample-every")?,
+            "--idle" => a.idle = value("--idle")?,
+            "-h" | "--help" => {
+                println!(
+                    "load [--concurrency N] [--seconds S] [--rounds N] [--releases N] [--no-logs]\n\
+                     load --soak SECONDS --rate N [--concurrency N] [--warmup S] \
+                     [--sample-every S] [--idle S] [--releases N] [--no-logs]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if a.concurrency == 0 || a.releases == 0 || a.rounds == 0 || a.rate == 0 {
+        bail!("--concurrency, --releases, --rounds and --rate must be positive");
+    }
+    // Hard bounds: loopback only, and every run stops by itself.
+    a.concurrency = a.concurrency.min(1_024);
+    a.seconds = a.seconds.clamp(1, 600);
+    a.rounds = a.rounds.min(20);
+    a.rate = a.rate.min(50_000);
+    a.soak = a.soak.map(|s| s.clamp(1, 3_600));
+    a.warmup = a.warmup.min(a.soak.unwrap_or(0));
+    a.sample_every = a.sample_every.clamp(1, 60);
+    a.idle = a.idle.min(600);
+    Ok(a)
+}
+
+/// The guard's state over the fleet's index.
+fn guard_state(index: helm_guard::store::Index) -> AppState {
+    AppState::new(
+        Arc::new(RwLock::new(index)),
+        Settings::new(Mode::Enforce),
+        server::ServeLimits::default(),
+        Arc::new(AtomicBool::new(true)),
+    )
+}
+
+/// The allocator settings in force, for the record (the binary uses the system allocator).
+fn allocator() -> String {
+    match std::env::var("MALLOC_ARENA_MAX") {
+        Ok(v) => format!("system malloc, MALLOC_ARENA_MAX={v}"),
+        Err(_) => "system malloc".to_owned(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    tls::install_provider();
+    if args.logs {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_writer(std::io::sink)
+            .try_init();
+    }
+    let t0 = Instant::now();
+    let start = rss::sample(t0);
+    let mut fleet = support::fleet::fleet(args.releases);
+    let index = std::mem::take(&mut fleet.index);
+    println!(
+        "setup: {} releases ({} records) indexed in {:.1?}; allocator: {}",
+        args.releases,
+        fleet.records,
+        t0.elapsed(),
+        allocator()
+    );
+
+    let bundle = tls::generate(&["127.0.0.1".to_owned()], 1)?;
+    let config = RustlsConfig::from_config(Arc::new(tls::server_config(
+        bundle.cert_pem.as_bytes(),
+        bundle.key_pem.as_bytes(),
+    )?));
+    let mut server_rt = tokio::runtime::Builder::new_multi_thread();
+    server_rt.worker_threads(2).thread_name("srv").enable_all();
+    if args.soak.is_none() {
+        // Blocking threads must outlive the runs for their CPU time to be counted.
+        server_rt.thread_keep_alive(Duration::from_secs(600));
+    }
+    let server_rt = server_rt.build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cli")
+        .enable_all()
+        .build()?;
+    let ca = bundle.ca_pem.as_bytes();
+
+    let guard = server_rt.block_on(server::start(
+        guard_state(index),
+        config.clone(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        None,
+    ))?;
+    let guard_base = format!("https://127.0.0.1:{}", guard.addr.port());
+    let outcome = match args.soak {
+        Some(seconds) => soak(
+            &args,
+            seconds,
+            &fleet,
+            &client_rt,
+            ca,
+            &guard_base,
+            start,
+            t0,
+        ),
+        None => {
+            let (floor, addr) = server_rt.block_on(servers::Floor::start(config))?;
+            let floor_base = format!("https://127.0.0.1:{}", addr.port());
+            let r = compare(&args, &fleet, &client_rt, ca, &floor_base, &guard_base);
+            server_rt.block_on(floor.shutdown(Duration::from_secs(2)))?;
+            r
+        }
+    };
+    let stopped = server_rt.block_on(guard.shutdown(Duration::from_secs(2)));
+    drop(client_rt);
+    drop(server_rt);
+    let clean = outcome?;
+    stopped?;
+    if !clean {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// One measured run against `base`: the tally and the server CPU seconds it took.
+fn run(
+    rt: &tokio::runtime::Runtime,
+    clients: &[Arc<helm_guard::demo::client::WebhookClient>],
+    work: &Arc<Vec<Work>>,
+    seconds: f64,
+) -> anyhow::Result<(Tally, Option<f64>)> {
+    let cpu0 = client::thread_cpu("srv");
+    let limit = Duration::from_secs_f64(seconds);
+    let deadline = Instant::now() + limit;
+    // The senders stop at the deadline; a request in flight then is bounded by the client's
+    // own 10 s timeout. This is the backstop if anything still hangs.
+    let tally = rt
+        .block_on(async {
+            let drive = client::drive(clients, work.clone(), deadline, None);
+            tokio::time::timeout(limit + Duration::from_secs(15), drive).await
+        })
+        .context("load run did not stop by itself")?;
+    let cpu = client::thread_cpu("srv").zip(cpu0).map(|(a, b)| a - b);
+    Ok((tally, cpu))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Floor and guard alternated on the same reviews; returns whether every answer was right.
+fn compare(
+    args: &Args,
+    fleet: &support::fleet::Fleet,
+    rt: &tokio::runtime::Runtime,
+    ca: &[u8],
+    floor_base: &str,
+    guard_base: &str,
+) -> anyhow::Result<bool> {
+    let floor = rt.block_on(client::connect(ca, floor_base, args.concurrency))?;
+    let guard = rt.block_on(client::connect(ca, guard_base, args.concurrency))?;
+    let mut clean = true;
+    println!(
+        "compare: concurrency {}, {} rounds of {} s each, /validate/enforce, Deployment drift",
+        args.concurrency, args.rounds, args.seconds
+    );
+    for (label, target, rich) in [("4KiB", 4 << 10, false), ("32KiB", 32 << 10, true)] {
+        let drift = reviews::drift(fleet, target, rich);
+        let size = drift.body.len();
+        // The floor allows everything; the guard must deny the drift.
+        let for_guard = Arc::new(vec![drift]);
+        let for_floor = Arc::new(vec![Work {
+            allowed: true,
+            ..reviews::drift(fleet, target, rich)
+        }]);
+        // Warm both up (connections, caches, the blocking pool) outside the measurement.
+        run(rt, &floor, &for_floor, 1.0)?;
+        run(rt, &guard, &for_guard, 1.0)?;
+        let mut rows: Vec<(&str, Tally, Option<f64>)> = Vec::new();
+        for _ in 0..args.rounds {
+            for (who, clients, work) in
+                [("floor", &floor, &for_floor), ("guard", &guard, &for_guard)]
+            {
+                let (t, cpu) = run(rt, clients, work, args.seconds as f64)?;
+                let n = t.requests().max(1) as f64;
+                println!(
+                    "  {label} ({size} B) {who}: {:>7.0} req/s  p50 {:.3} ms  p99 {:.3} ms  server cpu {}  {}",
+                    t.throughput(),
+                    t.ms(0.50),
+                    t.ms(0.99),
+                    cpu.map_or("?".into(), |c| format!("{:.0} µs/req", c * 1e6 / n)),
+                    t.problems()
+                );
+                clean &= t.errors == 0 && t.wrong_verdicts == 0;
+                rows.push((who, t, cpu));
+            }
+        }
+        let med = |who: &str, f: &dyn Fn(&Tally, Option<f64>) -> f64| {
+            median(
+                rows.iter()
+                    .filter(|r| r.0 == who)
+                    .map(|r| f(&r.1, r.2))
+                    .collect(),
+            )
+        };
+        let rps = |t: &Tally, _: Option<f64>| t.throughput();
+        let p50 = |t: &Tally, _: Option<f64>| t.ms(0.50);
+        let p99 = |t: &Tally, _: Option<f64>| t.ms(0.99);
+        let cpu = |t: &Tally, c: Option<f64>| c.unwrap_or(0.0) * 1e6 / t.requests().max(1) as f64;
+        let (fr, gr) = (med("floor", &rps), med("guard", &rps));
+        let (f50, g50) = (med("floor", &p50), med("guard", &p50));
+        let (f99, g99) = (med("floor", &p99), med("guard", &p99));
+        let (fc, gc) = (med("floor", &cpu), med("guard", &cpu));
+        println!(
+            "{label} ({size} B) medians: floor {fr:.0} req/s p50 {f50:.3} ms p99 {f99:.3} ms ({fc:.0} µs cpu/req); \
+             guard {gr:.0} req/s p50 {g50:.3} ms p99 {g99:.3} ms ({gc:.0} µs cpu/req)"
+        );
+        println!(
+            "{label} ratios guard/floor: throughput {:.2}, p50 {:.2}, p99 {:.2}",
+            gr / fr.max(1e-9),
+            g50 / f50.max(1e-9),
+            g99 / f99.max(1e-9)
+        );
+    }
+    Ok(clean)
+}
+
+/// The paced soak with RSS sampling; returns whether every answer was right.
+#[allow(clippy::too_many_arguments)]
+fn soak(
+    args: &Args,
+    seconds: u64,
+    fleet: &support::fleet::Fleet,
+    rt: &tokio::runtime::Runtime,
+    ca: &[u8],
+    base: &str,
+    start: Option<rss::Sample>,
+    t0: Instant,
+) -> anyhow::Result<bool> {
+    let work = Arc::new(reviews::soak_mix(fleet));
+    let mean = work.iter().map(|w| w.body.len()).sum::<usize>() / work.len().max(1);
+    let clients = rt.block_on(client::connect(ca, base, args.concurrency))?;
+    println!(
+        "soak: {seconds} s at {} req/s from {} senders, {} distinct reviews (mean {mean} B)",
+        args.rate,
+        args.concurrency,
+        work.len()
+    );
+    let ready = rss::sample(t0);
+    let sampler = rss::Sampler::start(t0, Duration::from_secs(args.sample_every));
+    let load_from = t0.elapsed();
+    let limit = Duration::from_secs(seconds);
+    let deadline = Instant::now() + limit;
+    let permits = Arc::new(Semaphore::new(0));
+    let tally = rt
+        .block_on(async {
+            let soak = async {
+                let pacer = tokio::spawn(client::pace(
+                    permits.clone(),
+                    args.rate,
+                    deadline,
+                    args.concurrency,
+                ));
+                let t =
+                    client::drive(&clients, work.clone(), deadline, Some(permits.clone())).await;
+                let _ = pacer.await;
+                t
+            };
+            tokio::time::timeout(limit + Duration::from_secs(15), soak).await
+        })
+        .context("soak did not stop by itself")?;
+    let end = rss::sample(t0);
+    std::thread::sleep(Duration::from_secs(args.idle));
+    let idle = rss::sample(t0);
+    let samples = sampler.stop();
+    println!(
+        "soak: {} requests in {:.1} s ({:.0} req/s), p50 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms, {}",
+        tally.requests(),
+        tally.elapsed.as_secs_f64(),
+        tally.throughput(),
+        tally.ms(0.50),
+        tally.ms(0.99),
+        tally.ms(0.999),
+        tally.problems()
+    );
+    let warm = samples
+        .iter()
+        .find(|s| s.at >= load_from + Duration::from_secs(args.warmup))
+        .copied();
+    let max = samples
+        .iter()
+        .chain(end.iter())
+        .max_by_key(|s| s.rss_kib)
+        .copied();
+    let threads = samples.iter().map(|s| s.threads).max().unwrap_or(0);
+    let show =
+        |s: Option<rss::Sample>| s.map_or("?".into(), |s| format!("{:.1}", rss::mib(s.rss_kib)));
+    println!(
+        "rss MiB: process start {}, load start {}, after {} s warm-up {}, max {}, end {}, after {} s idle {} (threads max {threads}, after idle {})",
+        show(start),
+        show(ready),
+        args.warmup,
+        show(warm),
+        show(max),
+        show(end),
+        args.idle,
+        show(idle),
+        idle.map_or(0, |s| s.threads),
+    );
+    println!(
+        "rss series MiB: {}",
+        samples
+            .iter()
+            .map(|s| format!("{:.0}s={:.1}", s.at.as_secs_f64(), rss::mib(s.rss_kib)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(tally.errors == 0 && tally.wrong_verdicts == 0)
+}
