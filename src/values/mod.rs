@@ -96,10 +96,11 @@ mod pins;
 mod scan;
 mod summary;
 
+pub use crate::image::looks_like_image_ref;
 pub use advice::drop_command;
 pub use path::{PathSegment, escape_key, join_path, split_path};
 pub use pins::{Advice, RevisionValues, StalePin, stale_pins};
-pub use scan::{count_leaves, image_paths, looks_like_image_ref};
+pub use scan::{count_leaves, image_paths};
 pub use summary::{Persisted, ValuesSummary, analyze, persisted, reused};
 
 /// One image-valued path and its value, e.g. `("cache.image.tag", "7.2.4")`.
@@ -109,8 +110,6 @@ pub type ImageValue = (String, String);
 pub(crate) const MAX_DEPTH: usize = 64;
 /// Maximum number of image values collected from one values tree.
 pub(crate) const MAX_IMAGE_VALUES: usize = 4096;
-/// Longest value taken as image-valued.
-pub(crate) const MAX_VALUE_LEN: usize = 512;
 /// Longest key followed (a DNS subdomain; Helm values keys are never near this).
 pub(crate) const MAX_KEY_LEN: usize = 253;
 

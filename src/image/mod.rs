@@ -17,6 +17,9 @@
 //! A string that is not a valid reference is kept verbatim and only equals itself: a broken
 //! image in a manifest must not make two different strings compare equal.
 
+mod looks;
+pub use looks::{MAX_VALUE_LEN, is_image_component, looks_like_image_ref};
+
 use std::fmt;
 
 /// Longest repository name (registry and path, after normalisation), as the runtimes check it.
