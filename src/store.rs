@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::helm::{
     DecodeError, Limits, RecordKind, RecordSource, ReleaseKey, RevisionIndex, Status, WorkloadKey,
-    decode,
+    decode, describe,
 };
 use crate::policy::{ReleaseView, Releases};
 use crate::values::ImageValue;
@@ -291,13 +291,9 @@ pub fn index_record(
     limits: Limits,
 ) -> Option<Result<Arc<RevisionIndex>, DecodeError>> {
     let (kind, namespace, name, data) = release_record(obj)?;
-    let object = match kind {
-        RecordKind::Secret => "Secret",
-        RecordKind::ConfigMap => "ConfigMap",
-    };
     let Some(text) = data.as_str() else {
         return Some(Err(DecodeError::Inconsistent {
-            object: format!("{object} {namespace}/{name}"),
+            object: describe(kind, namespace, name),
             why: "data.release is not a string".into(),
         }));
     };
@@ -311,7 +307,7 @@ pub fn index_record(
             }
             Err(_) => {
                 return Some(Err(DecodeError::Base64 {
-                    object: format!("{object} {namespace}/{name}"),
+                    object: describe(kind, namespace, name),
                 }));
             }
         },

@@ -26,8 +26,8 @@ mod manifest;
 use std::fmt;
 use std::sync::Arc;
 
-pub(crate) use decode::json_category;
 pub use decode::{DecodeError, DecodedRelease, Limits, RecordKind, RecordSource, decode};
+pub(crate) use decode::{describe, json_category};
 pub use manifest::{ManifestIndex, index_manifest, split_manifests};
 
 use crate::values::ValuesSummary;
