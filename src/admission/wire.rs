@@ -150,46 +150,95 @@ pub struct Meta<'a> {
 }
 
 /// The annotations the guard reads; every other one (kubectl's last-applied-configuration can
-/// be most of a review) is skipped by the parser without being copied.
-#[derive(Debug, Default, Deserialize)]
-pub struct Annotations {
-    #[serde(default, rename = "meta.helm.sh/release-name")]
-    release_name: Option<String>,
-    #[serde(default, rename = "meta.helm.sh/release-namespace")]
-    release_namespace: Option<String>,
-    #[serde(default, rename = "helm-guard.io/allow-drift")]
-    allow_drift: Option<String>,
-    #[serde(default, rename = "helm-guard.io/drift")]
-    drift: Option<String>,
-}
+/// be most of a review) is checked to be a string and skipped without being copied.
+#[derive(Debug, Default)]
+pub struct Annotations([Option<String>; 4]);
+
+const ANNOTATIONS: [&str; 4] = [
+    crate::policy::RELEASE_NAME,
+    crate::policy::RELEASE_NAMESPACE,
+    crate::policy::ALLOW_DRIFT,
+    crate::policy::DRIFT_MARK,
+];
 
 impl Annotations {
     /// The value of one of the annotations the guard reads.
     pub fn get(&self, key: &str) -> Option<&String> {
-        match key {
-            crate::policy::RELEASE_NAME => self.release_name.as_ref(),
-            crate::policy::RELEASE_NAMESPACE => self.release_namespace.as_ref(),
-            crate::policy::ALLOW_DRIFT => self.allow_drift.as_ref(),
-            crate::policy::DRIFT_MARK => self.drift.as_ref(),
-            _ => None,
-        }
+        let i = ANNOTATIONS.iter().position(|k| *k == key)?;
+        self.0.get(i)?.as_ref()
+    }
+}
+
+impl<'de> Deserialize<'de> for Annotations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(Picker(ANNOTATIONS)).map(Self)
     }
 }
 
 /// The labels the guard reads.
-#[derive(Debug, Default, Deserialize)]
-pub struct Labels {
-    #[serde(default, rename = "pod-template-hash")]
-    pod_template_hash: Option<String>,
-}
+#[derive(Debug, Default)]
+pub struct Labels([Option<String>; 1]);
+
+const LABELS: [&str; 1] = ["pod-template-hash"];
 
 impl Labels {
     /// The value of one of the labels the guard reads.
     pub fn get(&self, key: &str) -> Option<&String> {
-        match key {
-            "pod-template-hash" => self.pod_template_hash.as_ref(),
-            _ => None,
+        let i = LABELS.iter().position(|k| *k == key)?;
+        self.0.get(i)?.as_ref()
+    }
+}
+
+impl<'de> Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(Picker(LABELS)).map(Self)
+    }
+}
+
+/// Reads a string map, keeping the values of `N` keys: a map and nothing else (a list is not
+/// read as a struct by position), every value a string, no key twice.
+struct Picker<const N: usize>([&'static str; N]);
+
+impl<'de, const N: usize> serde::de::Visitor<'de> for Picker<N> {
+    type Value = [Option<String>; N];
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map of strings")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match self.0.iter().position(|k| *k == key) {
+                Some(i) => {
+                    let value = map.next_value::<String>()?;
+                    if out[i].replace(value).is_some() {
+                        return Err(serde::de::Error::custom("duplicate key"));
+                    }
+                }
+                None => map.next_value::<StrOnly>().map(|_| ())?,
+            }
         }
+        Ok(out)
+    }
+}
+
+/// A string value, checked and dropped.
+struct StrOnly;
+
+impl<'de> Deserialize<'de> for StrOnly {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = StrOnly;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<StrOnly, E> {
+                Ok(StrOnly)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

@@ -47,12 +47,31 @@ pub struct RecordSource<'a> {
 
 impl RecordSource<'_> {
     fn object(&self) -> String {
-        let kind = match self.kind {
-            RecordKind::Secret => "Secret",
-            RecordKind::ConfigMap => "ConfigMap",
-        };
-        format!("{kind} {}/{}", self.namespace, self.name)
+        describe(self.kind, self.namespace, self.name)
     }
+}
+
+/// Longest name (or namespace) an error message repeats: a Kubernetes object name is at most
+/// 253 bytes, but a record read from a file or crafted by hand can hold anything (found by the
+/// `record` fuzz target: a 1 KiB name made a 1 KiB message).
+const MAX_NAME_IN_MESSAGE: usize = 253;
+
+/// At most [`MAX_NAME_IN_MESSAGE`] bytes of `s`, cut on a character boundary.
+fn clip_name(s: &str) -> &str {
+    let mut end = s.len().min(MAX_NAME_IN_MESSAGE);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `Secret ns/name` for messages, with bounded name and namespace.
+pub(crate) fn describe(kind: RecordKind, namespace: &str, name: &str) -> String {
+    let kind = match kind {
+        RecordKind::Secret => "Secret",
+        RecordKind::ConfigMap => "ConfigMap",
+    };
+    format!("{kind} {}/{}", clip_name(namespace), clip_name(name))
 }
 
 /// Why a record could not be decoded. Messages name the object and the failure, never any of
@@ -200,7 +219,10 @@ pub fn decode(src: RecordSource<'_>, limits: DecodeLimits) -> Result<DecodedRele
     }
     let expected = format!("sh.helm.release.v1.{}.v{}", raw.name, revision);
     if src.name != expected {
-        return Err(inconsistent(format!("object name should be {expected}")));
+        return Err(inconsistent(format!(
+            "object name should be {}",
+            clip_name(&expected)
+        )));
     }
     let (chart, chart_values) = match raw.chart {
         Some(c) => {
@@ -303,6 +325,24 @@ mod tests {
             // Absent chart, hooks, apply_method: tolerated.
             assert_eq!(r.chart_values, Value::Null);
         }
+    }
+
+    /// Fuzz finding (`record` target): names are repeated in messages, and a record from a
+    /// file or a crafted object may carry names of any length; messages stay bounded.
+    #[test]
+    fn long_names_do_not_make_long_messages() {
+        let long = "n".repeat(100_000);
+        let record = format!(r#"{{"name":"{long}","version":3}}"#);
+        let data = encode_release(record.as_bytes());
+        for name in [long.as_str(), "sh.helm.release.v1.pg.v3"] {
+            let err =
+                decode(src(name, data.as_bytes()), DecodeLimits::default()).expect_err("bad name");
+            let msg = err.to_string();
+            assert!(msg.len() < 1024, "{} bytes: {}", msg.len(), &msg[..200]);
+            assert_eq!(err.label(), "inconsistent");
+        }
+        let err = decode(src(&long, b"!"), DecodeLimits::default()).expect_err("not base64");
+        assert!(err.to_string().len() < 1024);
     }
 
     #[test]

@@ -24,8 +24,8 @@ pub mod record;
 
 use std::sync::Arc;
 
-pub(crate) use decode::json_category;
 pub use decode::{DecodeError, DecodeLimits, DecodedRelease, RecordKind, RecordSource, decode};
+pub(crate) use decode::{describe, json_category};
 pub use manifest::{ManifestIndex, index_manifest, split_manifests};
 
 pub use crate::release::{ReleaseKey, Status, WorkloadKey};

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{
     DecodeError, DecodeLimits, RecordKind, RecordSource, ReleaseKey, RevisionIndex, decode,
+    describe,
 };
 
 /// Prefix of every release record's object name.
@@ -64,13 +65,9 @@ pub fn index_record(
     limits: DecodeLimits,
 ) -> Option<Result<Arc<RevisionIndex>, DecodeError>> {
     let (kind, namespace, name, data) = release_record(obj)?;
-    let object = match kind {
-        RecordKind::Secret => "Secret",
-        RecordKind::ConfigMap => "ConfigMap",
-    };
     let Some(text) = data.as_str() else {
         return Some(Err(DecodeError::Inconsistent {
-            object: format!("{object} {namespace}/{name}"),
+            object: describe(kind, namespace, name),
             why: "data.release is not a string".into(),
         }));
     };
@@ -84,7 +81,7 @@ pub fn index_record(
             }
             Err(_) => {
                 return Some(Err(DecodeError::Base64 {
-                    object: format!("{object} {namespace}/{name}"),
+                    object: describe(kind, namespace, name),
                 }));
             }
         },

@@ -25,10 +25,12 @@ pub fn escape_key(key: &str) -> String {
 /// Joins segments into a path: `a.b\.c[0].d`.
 pub fn join_path(segments: &[PathSegment]) -> String {
     let mut out = String::new();
-    for seg in segments {
+    for (i, seg) in segments.iter().enumerate() {
         match seg {
             PathSegment::Key(k) => {
-                if !out.is_empty() {
+                // By position, not by what was written: a leading empty key still needs its
+                // dot (`.image` is not `image`; found by the `values` fuzz target).
+                if i > 0 {
                     out.push('.');
                 }
                 out.push_str(&escape_key(k));

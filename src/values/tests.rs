@@ -220,8 +220,16 @@ fn path_round_trip() {
     for bad in ["a[x]", "a[1", "a\\", "a=b", "a[1]b"] {
         assert_eq!(split_path(bad), None, "{bad}");
     }
+    // A leading empty key keeps its dot (fuzz finding: `[Key(""), Key("b")]` joined to `b`,
+    // which names another value, and a fix command would have pointed at it).
+    let lead = vec![
+        PathSegment::Key(String::new()),
+        PathSegment::Key("b".into()),
+    ];
+    assert_eq!(join_path(&lead), ".b");
+    assert_eq!(split_path(".b"), Some(lead));
     // Every path image_paths produces splits and re-joins to itself.
-    let v = json!({"a.b": {"image": "x:1"}, "l": [{"image": {"tag": "2"}}], "w[": {"tag": "3"}});
+    let v = json!({"a.b": {"image": "x:1"}, "l": [{"image": {"tag": "2"}}], "w[": {"tag": "3"}, "": {"image": "e:1"}});
     for (p, _) in image_paths(&v) {
         let segs = split_path(&p).unwrap_or_default();
         assert_eq!(join_path(&segs), p);

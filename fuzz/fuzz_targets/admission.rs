@@ -1,0 +1,4 @@
+//! Fuzz target `admission`: a thin shim over [`helm_guard_fuzz::admission`], where the harness lives.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| helm_guard_fuzz::admission(data));

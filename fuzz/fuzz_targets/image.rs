@@ -1,0 +1,4 @@
+//! Fuzz target `image`: a thin shim over [`helm_guard_fuzz::image`], where the harness lives.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| helm_guard_fuzz::image(data));
