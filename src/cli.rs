@@ -213,6 +213,13 @@ pub struct ServeArgs {
     /// Also watch ConfigMaps labelled owner=helm (releases stored with HELM_DRIVER=configmap).
     #[arg(long, env = "HELM_GUARD_CONFIGMAP_RELEASES", default_value_t = true, action = clap::ArgAction::Set)]
     pub configmap_releases: bool,
+    /// Keep a live drift inventory: watch the guarded workload kinds (Deployments … Pods, in
+    /// --watch-namespaces) and publish per-namespace drift gauges. Needs list/watch on those
+    /// kinds (the `reports` kustomize component grants it); without it the inventory logs
+    /// once and admission is unaffected. Off by default: watching every Pod is real API and
+    /// memory load that the admission path does not need.
+    #[arg(long, env = "HELM_GUARD_INVENTORY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub inventory: bool,
     /// Longest fallback lookup of a release the store does not know yet, in milliseconds (one
     /// per release at a time; a missing release is not looked up again for 30 s).
     #[arg(long, env = "HELM_GUARD_LOOKUP_TIMEOUT_MS", default_value_t = 300)]
@@ -523,6 +530,22 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             limits: a.policy.limits(),
         };
         background.extend(watch::spawn(&client, &config, &feed));
+        if a.inventory {
+            let changes = Arc::new(crate::inventory::Changes::default());
+            feed.notify_changes(changes.clone());
+            let (_, tasks) = crate::inventory::spawn(
+                &client,
+                &crate::inventory::InventoryConfig {
+                    namespaces: a.watch_namespaces.clone(),
+                    helm_managers: a.policy.helm_managers.clone(),
+                },
+                index.clone(),
+                changes,
+                metrics.inventory.clone(),
+            );
+            background.extend(tasks);
+            tracing::info!("drift inventory: watching the guarded workload kinds");
+        }
         extras.fallback = Some(Arc::new(lookup::Fallback::new(
             client.clone(),
             feed,
@@ -544,6 +567,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(namespaces = ?a.watch_namespaces, configmaps = a.configmap_releases, "watching release records");
         index
     } else {
+        if a.inventory {
+            tracing::warn!("--inventory needs the cluster; ignored with --releases");
+        }
         let (loaded, report) =
             load_files(&a.releases, a.policy.limits()).context("loading releases")?;
         for skipped in &report.skipped {

@@ -37,6 +37,7 @@ pub mod demo;
 pub mod events;
 pub mod helm;
 pub mod image;
+pub mod inventory;
 pub mod lookup;
 pub mod metrics;
 pub mod pins;
