@@ -44,6 +44,7 @@ pub mod pins;
 pub mod policy;
 pub mod release;
 pub mod reload;
+pub mod reports;
 pub mod review;
 pub mod scan;
 pub mod server;
