@@ -308,6 +308,10 @@ struct FakeApi {
     report_writes: Arc<Mutex<Vec<ReportWrite>>>,
     /// Leases by namespace/name.
     leases: Arc<Mutex<BTreeMap<String, Value>>>,
+    /// While set, workload lists and watches answer 403 (RBAC without the reports component).
+    forbid_workloads: Arc<AtomicBool>,
+    /// Workload requests refused so.
+    workload_refusals: Arc<AtomicUsize>,
 }
 
 impl FakeApi {
@@ -541,6 +545,18 @@ async fn workloads_all(
 /// A typed list (`StatefulSetList`) whose items carry no kind, as the API server lists them;
 /// or, with `watch=true`, the resource's watch stream.
 fn workload_list(api: &FakeApi, resource: &str, q: &HashMap<String, String>) -> Response {
+    if api.forbid_workloads.load(Ordering::SeqCst) {
+        api.workload_refusals.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::FORBIDDEN,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "reason": "Forbidden", "code": 403,
+                   "message": format!("{resource} is forbidden: cannot list resource")})
+            .to_string(),
+        )
+            .into_response();
+    }
     if q.get("watch").map(String::as_str) == Some("true") {
         let (tx, rx) = fmpsc::unbounded::<Value>();
         api.workload_watchers
@@ -1428,4 +1444,31 @@ async fn only_the_lease_holder_writes_reports_and_absent_crds_are_an_error() {
     for t in tasks {
         t.abort();
     }
+}
+
+#[tokio::test]
+async fn inventory_without_workload_rbac_fails_soft_and_recovers_when_granted() {
+    let h = harness();
+    let api = FakeApi::default();
+    api.forbid_workloads.store(true, Ordering::SeqCst);
+    api.put(canary_history("db").revisions[0].secret());
+    api.put_workload("statefulsets", live_sts("db", &pg("9.6")));
+    let addr = api.serve().await;
+    let client = FakeApi::client(addr);
+    let _state = inventory(&h, &client).await;
+    // The release store (what admission reads) syncs and turns ready regardless.
+    eventually("ready", || h.ready.load(Ordering::Acquire)).await;
+    assert_eq!(h.keys(), ["db/db"]);
+    eventually("every kind refused", || {
+        api.workload_refusals.load(Ordering::SeqCst) >= helm_guard::inventory::KINDS.len()
+    })
+    .await;
+    assert!(!h.text().contains("helm_guard_drifted_containers{"));
+    // RBAC granted later: the watches' backoff retries pick it up without a restart.
+    api.forbid_workloads.store(false, Ordering::SeqCst);
+    eventually("drift after the grant", || {
+        h.text()
+            .contains(r#"helm_guard_drifted_containers{namespace="db"} 1"#)
+    })
+    .await;
 }
