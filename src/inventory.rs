@@ -150,8 +150,12 @@ impl State {
     /// Adds or replaces a workload and judges it (and, for a controller, the Pods below it,
     /// whose in-place edits are told apart from their owner's template).
     pub fn upsert(&mut self, view: LiveWorkload, releases: &impl Releases) {
+        self.put(view, releases, true);
+    }
+
+    fn put(&mut self, view: LiveWorkload, releases: &impl Releases, with_pods: bool) {
         let key = view.key();
-        let is_controller = key.kind != WorkloadKind::Pod;
+        let is_controller = with_pods && key.kind != WorkloadKind::Pod;
         match self.workloads.get_mut(&key) {
             Some(k) if k.view == view => return,
             Some(k) => k.view = view,
@@ -181,7 +185,9 @@ impl State {
     }
 
     /// A relist of `kind` in `namespace` (all namespaces when `None`) completed with `listed`:
-    /// what that list no longer holds is forgotten, the rest upserted.
+    /// what that list no longer holds is forgotten, the rest upserted. Pods below a relisted
+    /// controller are not re-judged one controller at a time (quadratic in a big namespace):
+    /// the caller follows a completed list with a full pass ([`State::keys`]).
     pub fn relist(
         &mut self,
         kind: WorkloadKind,
@@ -201,7 +207,7 @@ impl State {
             self.remove(k);
         }
         for view in listed {
-            self.upsert(view, releases);
+            self.put(view, releases, false);
         }
     }
 
