@@ -766,14 +766,23 @@ async fn lease_create(State(api): State<FakeApi>, Path(ns): Path<String>, body: 
         .into_response()
 }
 
-/// Apply and strategic-merge patches of a Lease, both as a merge of `spec` (no field
-/// ownership: the lease manager reads before it writes, which is all one test needs).
+/// Apply and strategic-merge patches of a Lease, as a merge of `spec`. Server-side apply's
+/// one rule that matters here is kept: an apply that sets `holderIdentity` while another field
+/// manager's value is there is a 409 conflict (what makes two replicas unable to both take an
+/// orphaned Lease at once).
 async fn lease_patch(
     State(api): State<FakeApi>,
     Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let apply = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/apply-patch"));
+    let manager = q.get("fieldManager").cloned().unwrap_or_default();
     let mut leases = api.leases.lock().expect("lock");
     let lease = leases.entry(format!("{ns}/{name}")).or_insert_with(|| {
         json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -782,12 +791,37 @@ async fn lease_patch(
     if !lease["spec"].is_object() {
         lease["spec"] = json!({});
     }
+    let new_holder = patch["spec"]["holderIdentity"].as_str().map(str::to_owned);
+    if apply && let Some(holder) = &new_holder {
+        let current = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
+        let owner = lease["metadata"]["x-holder-manager"]
+            .as_str()
+            .unwrap_or_default();
+        if !current.is_empty() && current != holder && owner != manager {
+            return (
+                StatusCode::CONFLICT,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                       "reason": "Conflict", "code": 409,
+                       "message": "Apply failed with 1 conflict: conflict with another manager: .spec.holderIdentity"})
+                .to_string(),
+            )
+                .into_response();
+        }
+    }
+    if new_holder.is_some() || patch["spec"].get("holderIdentity").is_some() {
+        lease["metadata"]["x-holder-manager"] = json!(manager);
+    }
     if let (Some(spec), Some(p)) = (lease["spec"].as_object_mut(), patch["spec"].as_object()) {
         for (k, v) in p {
             spec.insert(k.clone(), v.clone());
         }
     }
-    json_response(lease)
+    let mut out = lease.clone();
+    if let Some(m) = out["metadata"].as_object_mut() {
+        m.remove("x-holder-manager");
+    }
+    json_response(&out)
 }
 
 async fn event_create(State(api): State<FakeApi>, body: Bytes) -> Response {
