@@ -1506,3 +1506,86 @@ async fn inventory_without_workload_rbac_fails_soft_and_recovers_when_granted() 
     })
     .await;
 }
+
+/// A log sink for one test (a current-thread runtime: every task logs on this thread).
+#[derive(Clone, Default)]
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_canary_reaches_no_log_line_gauge_or_report_of_the_inventory() {
+    let sink = LogSink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = harness();
+    let api = FakeApi::default();
+    api.reports_served.store(true, Ordering::SeqCst);
+    // The canary in the values of a deployed release, of a pending upgrade, and in a
+    // broken record; drift and a stale pin so that findings carry everything they can.
+    let mut db = History::install(
+        "db",
+        "db",
+        &postgres_chart("12.0.0", "11.22.0"),
+        json!({"image": {"tag": "11.22.0"}, "auth": {"postgresPassword": CANARY}}),
+    );
+    db.begin_upgrade(
+        &postgres_chart("14.0.0", "15.4.0"),
+        json!({"auth": {"postgresPassword": CANARY}}),
+        UpgradeValues::ReuseValues,
+    );
+    db.complete();
+    for r in &db.revisions {
+        api.put(r.secret());
+    }
+    api.put(broken_secret_json("broken", "db"));
+    api.put_workload("statefulsets", live_sts("db", &pg("9.6")));
+    let addr = api.serve().await;
+    let client = FakeApi::client(addr);
+    let state = inventory(&h, &client).await;
+    let (_leader_tx, leader) = tokio::sync::watch::channel(true);
+    tokio::spawn(helm_guard::reports::run(
+        helm_guard::reports::Writer::new(client.clone()),
+        state,
+        leader,
+        Duration::from_millis(20),
+    ));
+    eventually("the db Report with drift and the stale pin", || {
+        api.reports
+            .lock()
+            .expect("lock")
+            .get("db")
+            .is_some_and(|r| {
+                r["summary"]["fail"] == 1 && r["summary"]["warn"].as_u64().unwrap_or(0) >= 1
+            })
+    })
+    .await;
+    let logs = String::from_utf8_lossy(&sink.0.lock().expect("lock")).into_owned();
+    assert!(
+        logs.contains("sh.helm.release.v1.broken.v1"),
+        "the broken record is named: {logs}"
+    );
+    assert!(
+        logs.contains("report synced"),
+        "debug logs captured: {logs}"
+    );
+    assert!(!logs.contains(CANARY), "{logs}");
+    assert!(!h.text().contains(CANARY));
+    for r in api.reports.lock().expect("lock").values() {
+        assert!(!r.to_string().contains(CANARY));
+    }
+}
