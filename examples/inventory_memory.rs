@@ -1,7 +1,8 @@
 //! Resident memory per workload kept by the live drift inventory (`serve --inventory`).
 //!
 //! ```sh
-//! cargo run --release --example inventory_memory -- 30000
+//! cargo run --release --example inventory_memory -- 30000         # bytes per kept workload
+//! cargo run --release --example inventory_memory -- 30000 judge   # one full pass, timed
 //! ```
 //!
 //! N workloads as the watches keep them: per release-like group a Deployment, its ReplicaSet
@@ -11,10 +12,16 @@
 //! index is empty (its memory is the store's, measured by `cold_start`), so each judgement is
 //! empty too: drift adds one finding per drifted container on top. Memory is the growth of
 //! resident memory across the N upserts, divided by N.
+//!
+//! `judge`: N/3 releases of the bundled PostgreSQL chart (one per namespace) in the index, and
+//! per release its StatefulSet (drifted in one release of 20) and two Pods; prints the time of
+//! one full pass (what follows every completed list) over the N workloads.
 
 use std::sync::RwLock;
 
-use helm_guard::helm::ReleaseKey;
+use helm_guard::demo::build::{History, postgres_chart};
+use helm_guard::helm::record::index_record;
+use helm_guard::helm::{DecodeLimits, ReleaseKey};
 use helm_guard::image::Image;
 use helm_guard::inventory::State;
 use helm_guard::policy::live::LiveWorkload;
@@ -76,11 +83,101 @@ fn workload(kind: WorkloadKind, i: usize) -> LiveWorkload {
     }
 }
 
+fn sts(i: usize, pod: Option<usize>, drifted: bool) -> LiveWorkload {
+    let ns = format!("team-{i:05}");
+    let image = if drifted { "9.6" } else { "11.22.0" };
+    let (kind, name, owners) = match pod {
+        None => (
+            WorkloadKind::StatefulSet,
+            "db-postgresql".to_owned(),
+            Vec::new(),
+        ),
+        Some(p) => (
+            WorkloadKind::Pod,
+            format!("db-postgresql-{p}"),
+            vec![Owner {
+                kind: "StatefulSet".into(),
+                name: "db-postgresql".into(),
+            }],
+        ),
+    };
+    LiveWorkload {
+        kind,
+        namespace: ns.clone(),
+        name,
+        release_annotation: pod.is_none().then(|| ReleaseKey::new(&ns, "db")),
+        allow_drift: None,
+        drift_mark: None,
+        owners,
+        pod_template_hash: None,
+        containers: vec![
+            Container {
+                name: "postgresql".into(),
+                image: Image::new(&format!("docker.io/bitnami/postgresql:{image}")),
+                init: false,
+            },
+            Container {
+                name: "metrics".into(),
+                image: Image::new("docker.io/bitnami/postgres-exporter:0.15.0"),
+                init: false,
+            },
+        ],
+        image_owners: vec![ImageOwner {
+            container: "postgresql".into(),
+            manager: if drifted { "kubectl-set" } else { "helm" }.into(),
+            time: "2026-11-27T08:00:00Z".into(),
+        }],
+    }
+}
+
+fn judge(n: usize) {
+    let releases = n / 3;
+    let index = RwLock::new(Index::default());
+    let start = std::time::Instant::now();
+    for i in 0..releases {
+        let h = History::install(
+            "db",
+            &format!("team-{i:05}"),
+            &postgres_chart("12.0.0", "11.22.0"),
+            serde_json::json!({}),
+        );
+        for r in &h.revisions {
+            if let Some(Ok(rev)) = index_record(&r.secret(), DecodeLimits::default()) {
+                index.write().expect("lock").apply(rev);
+            }
+        }
+    }
+    println!("{releases} releases indexed in {:?}", start.elapsed());
+    let mut state = State::new(vec!["helm".into()]);
+    for i in 0..releases {
+        let drifted = i % 20 == 0;
+        state.upsert(sts(i, None, drifted), &index);
+        for p in 0..2 {
+            state.upsert(sts(i, Some(p), drifted), &index);
+        }
+    }
+    let keys = state.keys();
+    let start = std::time::Instant::now();
+    state.rejudge(&keys, &index);
+    let took = start.elapsed();
+    let drifted: usize = (0..releases)
+        .map(|i| state.counts(&format!("team-{i:05}")).drifted)
+        .sum();
+    println!(
+        "full pass over {} workloads: {took:?} ({drifted} drifted containers)",
+        keys.len()
+    );
+}
+
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(30_000);
+    if std::env::args().nth(2).is_some_and(|a| a == "judge") {
+        judge(n);
+        return;
+    }
     let index = RwLock::new(Index::default());
     let mut state = State::new(vec!["helm".into()]);
     // Warm up allocator arenas and the map's first nodes.
