@@ -95,6 +95,13 @@ pub enum StaleArg {
     Off,
 }
 
+/// `serve --reports`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportsArg {
+    Openreports,
+    Off,
+}
+
 /// Settings shared by `serve` and `review`.
 #[derive(Debug, clap::Args)]
 pub struct PolicyArgs {
@@ -213,6 +220,30 @@ pub struct ServeArgs {
     /// Also watch ConfigMaps labelled owner=helm (releases stored with HELM_DRIVER=configmap).
     #[arg(long, env = "HELM_GUARD_CONFIGMAP_RELEASES", default_value_t = true, action = clap::ArgAction::Set)]
     pub configmap_releases: bool,
+    /// Keep a live drift inventory: watch the guarded workload kinds (Deployments … Pods, in
+    /// --watch-namespaces) and publish per-namespace drift gauges. Needs list/watch on those
+    /// kinds (the `reports` kustomize component grants it); without it the inventory logs
+    /// once and admission is unaffected. Off by default: watching every Pod is real API and
+    /// memory load that the admission path does not need.
+    #[arg(long, env = "HELM_GUARD_INVENTORY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub inventory: bool,
+    /// Write OpenReports `Report`s (one per namespace with findings, named helm-guard) from the
+    /// inventory; implies --inventory. Needs the OpenReports CRDs (without them: said once at
+    /// start, admission unaffected) and the RBAC of the `reports` kustomize component. One
+    /// replica writes at a time: the holder of the Lease `helm-guard-reports` in
+    /// --pod-namespace.
+    #[arg(long, env = "HELM_GUARD_REPORTS", value_enum, default_value = "off")]
+    pub reports: ReportsArg,
+    /// Seconds between two writes of one namespace's Report (changes in between coalesce).
+    #[arg(
+        long,
+        env = "HELM_GUARD_REPORTS_INTERVAL_SECONDS",
+        default_value_t = 10
+    )]
+    pub reports_interval_seconds: u64,
+    /// This pod's namespace (from the downward API): where the reports Lease lives.
+    #[arg(long, env = "HELM_GUARD_POD_NAMESPACE", default_value = "helm-guard")]
+    pub pod_namespace: String,
     /// Longest fallback lookup of a release the store does not know yet, in milliseconds (one
     /// per release at a time; a missing release is not looked up again for 30 s).
     #[arg(long, env = "HELM_GUARD_LOOKUP_TIMEOUT_MS", default_value_t = 300)]
@@ -524,6 +555,46 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             limits: a.policy.limits(),
         };
         background.extend(watch::spawn(&client, &config, &feed));
+        if a.inventory || a.reports == ReportsArg::Openreports {
+            let changes = Arc::new(crate::inventory::Changes::default());
+            feed.notify_changes(changes.clone());
+            let (state, tasks) = crate::inventory::spawn(
+                &client,
+                &crate::inventory::InventoryConfig {
+                    namespaces: a.watch_namespaces.clone(),
+                    helm_managers: a.policy.helm_managers.clone(),
+                },
+                index.clone(),
+                changes,
+                metrics.inventory.clone(),
+            );
+            background.extend(tasks);
+            tracing::info!("drift inventory: watching the guarded workload kinds");
+            if a.reports == ReportsArg::Openreports {
+                let lease = crate::reports::LeaseConfig {
+                    namespace: a.pod_namespace.clone(),
+                    identity: a
+                        .pod_name
+                        .clone()
+                        .unwrap_or_else(|| format!("helm-guard-{}", std::process::id())),
+                };
+                match crate::reports::start(
+                    &client,
+                    state,
+                    &lease,
+                    Duration::from_secs(a.reports_interval_seconds.max(1)),
+                )
+                .await
+                {
+                    Ok(tasks) => {
+                        background.extend(tasks);
+                        tracing::info!(lease_namespace = %lease.namespace, "reports: OpenReports written by the Lease holder");
+                    }
+                    // Said once; admission and the gauges go on.
+                    Err(error) => tracing::warn!(%error, "reports: not writing OpenReports"),
+                }
+            }
+        }
         extras.fallback = Some(Arc::new(lookup::Fallback::new(
             client.clone(),
             feed,
@@ -545,6 +616,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(namespaces = ?a.watch_namespaces, configmaps = a.configmap_releases, "watching release records");
         index
     } else {
+        if a.inventory {
+            tracing::warn!("--inventory needs the cluster; ignored with --releases");
+        }
         let (loaded, report) =
             load_files(&a.releases, a.policy.limits()).context("loading releases")?;
         for skipped in &report.skipped {

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub store: StoreMetrics,
     pub lookups: LookupMetrics,
     pub events: EventMetrics,
+    pub inventory: InventoryMetrics,
     /// Expiry (Unix seconds) of the serving certificate.
     pub tls_not_after: Gauge,
     /// Stale persisted image values found in release revisions Helm was writing.
@@ -47,10 +48,13 @@ impl Metrics {
             store: StoreMetrics::register(reg),
             lookups: LookupMetrics::register(reg),
             events: EventMetrics::register(reg),
+            inventory: InventoryMetrics::register(reg),
             stale_values: {
                 let c = Counter::default();
+                // Not `stale_image_values`: that family is the inventory's gauge, and one
+                // exposition cannot carry a counter and a gauge of the same name.
                 reg.register(
-                    "stale_image_values",
+                    "stale_image_values_written",
                     "Image values persisted by an earlier revision that a new release revision re-applies against the chart (one per value path)",
                     c.clone(),
                 );
@@ -305,6 +309,73 @@ impl EventMetrics {
     /// `result` is `sent`, `dropped` (queue full) or `failed` (the API refused or timed out).
     pub fn count(&self, result: &'static str) {
         self.events.get_or_create(&ResultLabels { result }).inc();
+    }
+}
+
+// === inventory ===
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
+/// The live drift inventory ([`crate::inventory`]): one series per namespace with findings,
+/// never per object; a namespace whose findings are gone loses its series.
+#[derive(Clone, Debug)]
+pub struct InventoryMetrics {
+    drifted: Family<NamespaceLabels, Gauge>,
+    stale: Family<NamespaceLabels, Gauge>,
+    last_sync: Gauge,
+}
+
+impl InventoryMetrics {
+    fn register(reg: &mut Registry) -> Self {
+        let drifted = Family::default();
+        reg.register(
+            "drifted_containers",
+            "Containers running an image their release does not render, or added by a writer that is not Helm (break-glass excluded), by namespace",
+            drifted.clone(),
+        );
+        let stale = Family::default();
+        reg.register(
+            "stale_image_values",
+            "Stale persisted image values in the newest revision of the namespace's releases, by namespace",
+            stale.clone(),
+        );
+        let last_sync = Gauge::default();
+        reg.register(
+            "inventory_last_sync_timestamp_seconds",
+            "When every watched workload kind last completed a list and was judged, Unix seconds",
+            last_sync.clone(),
+        );
+        Self {
+            drifted,
+            stale,
+            last_sync,
+        }
+    }
+
+    /// Publishes a namespace's totals; zero removes its series.
+    pub fn set_namespace(&self, namespace: &str, counts: crate::inventory::Counts) {
+        let labels = NamespaceLabels {
+            namespace: namespace.to_owned(),
+        };
+        for (family, n) in [(&self.drifted, counts.drifted), (&self.stale, counts.stale)] {
+            if n == 0 {
+                family.remove(&labels);
+            } else {
+                family
+                    .get_or_create(&labels)
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    pub fn set_last_sync(&self, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_sync.set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 }
 

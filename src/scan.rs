@@ -29,7 +29,7 @@ use crate::workload::{Container, WorkloadKind};
 
 pub mod cluster;
 pub mod output;
-mod read;
+pub(crate) mod read;
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

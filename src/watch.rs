@@ -200,6 +200,8 @@ pub struct Feed {
     ready: Arc<AtomicBool>,
     unsynced: AtomicUsize,
     tracking: Mutex<Tracking>,
+    /// The drift inventory's inbox: releases whose revisions changed (re-judge their workloads).
+    changes: std::sync::OnceLock<Arc<crate::inventory::Changes>>,
 }
 
 impl Feed {
@@ -219,7 +221,20 @@ impl Feed {
             ready,
             unsynced: AtomicUsize::new(0),
             tracking: Mutex::new(Tracking::default()),
+            changes: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Tells `changes` about every release whose revisions are applied or deleted from now on
+    /// (the first call wins). Telling is an insert into a set: it never waits on the inventory.
+    pub fn notify_changes(&self, changes: Arc<crate::inventory::Changes>) {
+        let _ = self.changes.set(changes);
+    }
+
+    fn changed(&self, key: &ReleaseKey) {
+        if let Some(c) = self.changes.get() {
+            c.touch(key);
+        }
     }
 
     pub fn index(&self) -> &SharedIndex {
@@ -301,6 +316,13 @@ impl Feed {
         }
         t.undecodable.insert(source, failures);
         let (added, removed) = (batch.len(), gone.len());
+        for key in batch
+            .iter()
+            .map(|r| &r.release)
+            .chain(gone.iter().map(|g| &g.0))
+        {
+            self.changed(key);
+        }
         let mut batch = batch.into_iter().peekable();
         let mut gone = gone.into_iter().peekable();
         while batch.peek().is_some() || gone.peek().is_some() {
@@ -341,9 +363,12 @@ impl Feed {
                     holders.push(source);
                 }
                 debug!(release = %rev.release, revision = rev.revision, status = %rev.status, "apply");
+                let release = rev.release.clone();
                 let mut index = self.write_index();
                 index.apply(rev);
                 self.metrics.set_releases(index.len());
+                drop(index);
+                self.changed(&release);
             }
             Record::Undecodable {
                 object,
@@ -386,6 +411,8 @@ impl Feed {
             let mut index = self.write_index();
             index.delete(&key.0, key.1);
             self.metrics.set_releases(index.len());
+            drop(index);
+            self.changed(&key.0);
         }
     }
 

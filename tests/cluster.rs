@@ -271,6 +271,11 @@ struct FakeState {
     watchers: Vec<fmpsc::UnboundedSender<Value>>,
 }
 
+/// A workload watch: its resource and its stream.
+type WorkloadWatcher = (String, fmpsc::UnboundedSender<Value>);
+/// `(namespace, apply|delete, field manager, x-replica)`.
+type ReportWrite = (String, &'static str, String, String);
+
 #[derive(Clone, Default)]
 struct FakeApi {
     state: Arc<Mutex<FakeState>>,
@@ -293,6 +298,20 @@ struct FakeApi {
     workloads: Arc<Mutex<BTreeMap<String, Vec<Value>>>>,
     /// Workload list pages served.
     workload_pages: Arc<AtomicUsize>,
+    /// Workload watches, by resource.
+    workload_watchers: Arc<Mutex<Vec<WorkloadWatcher>>>,
+    /// Whether `openreports.io/v1alpha1` is served (the CRDs are installed).
+    reports_served: Arc<AtomicBool>,
+    /// OpenReports `Report`s by namespace, as last applied.
+    reports: Arc<Mutex<BTreeMap<String, Value>>>,
+    /// Report writes (applies and deletes): `(namespace, verb, field manager, x-replica header)`.
+    report_writes: Arc<Mutex<Vec<ReportWrite>>>,
+    /// Leases by namespace/name.
+    leases: Arc<Mutex<BTreeMap<String, Value>>>,
+    /// While set, workload lists and watches answer 403 (RBAC without the reports component).
+    forbid_workloads: Arc<AtomicBool>,
+    /// Workload requests refused so.
+    workload_refusals: Arc<AtomicUsize>,
 }
 
 impl FakeApi {
@@ -305,6 +324,20 @@ impl FakeApi {
             .route("/api/v1/pods", get(pods_all))
             .route("/apis/apps/v1/{resource}", get(workloads_all))
             .route("/apis/batch/v1/{resource}", get(workloads_all))
+            .route("/apis/openreports.io/v1alpha1", get(reports_discovery))
+            .route("/apis/openreports.io/v1alpha1/reports", get(reports_list))
+            .route(
+                "/apis/openreports.io/v1alpha1/namespaces/{ns}/reports/{name}",
+                patch(report_apply).delete(report_delete),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+                post(lease_create),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
+                get(lease_get).patch(lease_patch),
+            )
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{ns}/events",
                 post(event_create),
@@ -327,6 +360,17 @@ impl FakeApi {
     fn client(addr: SocketAddr) -> kube::Client {
         let url = format!("http://{addr}").parse().expect("uri");
         kube::Client::try_from(kube::Config::new(url)).expect("client")
+    }
+
+    /// A client whose requests say which replica sent them (`x-replica`).
+    fn client_as(addr: SocketAddr, replica: &str) -> kube::Client {
+        let url = format!("http://{addr}").parse().expect("uri");
+        let mut config = kube::Config::new(url);
+        config.headers.push((
+            axum::http::HeaderName::from_static("x-replica"),
+            axum::http::HeaderValue::from_str(replica).expect("header"),
+        ));
+        kube::Client::try_from(config).expect("client")
     }
 
     fn notify(st: &mut FakeState, kind: &str, object: Value) {
@@ -352,6 +396,31 @@ impl FakeApi {
         };
         st.secrets.insert(key, obj.clone());
         Self::notify(&mut st, kind, obj);
+    }
+
+    /// Creates or replaces a workload (`resource`: `statefulsets`, …) and tells its watchers.
+    fn put_workload(&self, resource: &str, obj: Value) {
+        let mut w = self.workloads.lock().expect("lock");
+        let list = w.entry(resource.to_owned()).or_default();
+        let same = |o: &Value| {
+            o["metadata"]["namespace"] == obj["metadata"]["namespace"]
+                && o["metadata"]["name"] == obj["metadata"]["name"]
+        };
+        let kind = if list.iter().any(same) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        list.retain(|o| !same(o));
+        list.push(obj.clone());
+        drop(w);
+        let mut obj = obj;
+        obj["metadata"]["resourceVersion"] = json!("8");
+        let event = json!({"type": kind, "object": obj});
+        self.workload_watchers
+            .lock()
+            .expect("lock")
+            .retain(|(r, tx)| r != resource || tx.unbounded_send(event.clone()).is_ok());
     }
 
     /// Deletes a Secret; `tell` false simulates an event the watchers missed.
@@ -473,8 +542,34 @@ async fn workloads_all(
     workload_list(&api, &resource, &q)
 }
 
-/// A typed list (`StatefulSetList`) whose items carry no kind, as the API server lists them.
+/// A typed list (`StatefulSetList`) whose items carry no kind, as the API server lists them;
+/// or, with `watch=true`, the resource's watch stream.
 fn workload_list(api: &FakeApi, resource: &str, q: &HashMap<String, String>) -> Response {
+    if api.forbid_workloads.load(Ordering::SeqCst) {
+        api.workload_refusals.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::FORBIDDEN,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "reason": "Forbidden", "code": 403,
+                   "message": format!("{resource} is forbidden: cannot list resource")})
+            .to_string(),
+        )
+            .into_response();
+    }
+    if q.get("watch").map(String::as_str) == Some("true") {
+        let (tx, rx) = fmpsc::unbounded::<Value>();
+        api.workload_watchers
+            .lock()
+            .expect("lock")
+            .push((resource.to_owned(), tx));
+        let lines =
+            rx.map(|event| Ok::<_, std::convert::Infallible>(Bytes::from(format!("{event}\n"))));
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from_stream(lines))
+            .unwrap_or_default();
+    }
     api.workload_pages.fetch_add(1, Ordering::SeqCst);
     let all = api
         .workloads
@@ -531,6 +626,202 @@ async fn secrets_in(
 async fn configmaps_in() -> Response {
     json_response(&json!({"apiVersion": "v1", "kind": "ConfigMapList",
         "metadata": {"resourceVersion": "1"}, "items": []}))
+}
+
+async fn reports_discovery(State(api): State<FakeApi>) -> Response {
+    if !api.reports_served.load(Ordering::SeqCst) {
+        return (
+            StatusCode::NOT_FOUND,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "reason": "NotFound", "code": 404})
+            .to_string(),
+        )
+            .into_response();
+    }
+    json_response(&json!({"kind": "APIResourceList", "apiVersion": "v1",
+        "groupVersion": "openreports.io/v1alpha1",
+        "resources": [{"name": "reports", "singularName": "report", "namespaced": true,
+            "kind": "Report", "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]}))
+}
+
+async fn reports_list(State(api): State<FakeApi>) -> Response {
+    let items: Vec<Value> = api
+        .reports
+        .lock()
+        .expect("lock")
+        .values()
+        .cloned()
+        .collect();
+    json_response(
+        &json!({"apiVersion": "openreports.io/v1alpha1", "kind": "ReportList",
+        "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
+}
+
+fn replica(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-replica")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn report_apply(
+    State(api): State<FakeApi>,
+    Path((ns, _name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let report: Value = serde_json::from_slice(&body).unwrap_or_default();
+    api.report_writes.lock().expect("lock").push((
+        ns.clone(),
+        "apply",
+        q.get("fieldManager").cloned().unwrap_or_default(),
+        replica(&headers),
+    ));
+    api.reports.lock().expect("lock").insert(ns, report.clone());
+    json_response(&report)
+}
+
+async fn report_delete(
+    State(api): State<FakeApi>,
+    Path((ns, _name)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let gone = api.reports.lock().expect("lock").remove(&ns);
+    api.report_writes
+        .lock()
+        .expect("lock")
+        .push((ns, "delete", String::new(), replica(&headers)));
+    match gone {
+        Some(_) => json_response(
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Success", "code": 200}),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "reason": "NotFound", "code": 404})
+            .to_string(),
+        )
+            .into_response(),
+    }
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "reason": "NotFound", "code": 404})
+        .to_string(),
+    )
+        .into_response()
+}
+
+async fn lease_get(
+    State(api): State<FakeApi>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    match api
+        .leases
+        .lock()
+        .expect("lock")
+        .get(&format!("{ns}/{name}"))
+    {
+        Some(l) => json_response(l),
+        None => not_found(),
+    }
+}
+
+async fn lease_create(State(api): State<FakeApi>, Path(ns): Path<String>, body: Bytes) -> Response {
+    let mut lease: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let name = lease["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    lease["metadata"]["namespace"] = json!(ns);
+    lease["metadata"]["resourceVersion"] = json!("1");
+    let mut leases = api.leases.lock().expect("lock");
+    let key = format!("{ns}/{name}");
+    if leases.contains_key(&key) {
+        return (
+            StatusCode::CONFLICT,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "reason": "AlreadyExists", "code": 409})
+            .to_string(),
+        )
+            .into_response();
+    }
+    leases.insert(key, lease.clone());
+    (
+        StatusCode::CREATED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        lease.to_string(),
+    )
+        .into_response()
+}
+
+/// Apply and strategic-merge patches of a Lease, as a merge of `spec`. Server-side apply's
+/// one rule that matters here is kept: an apply that sets `holderIdentity` while another field
+/// manager's value is there is a 409 conflict (what makes two replicas unable to both take an
+/// orphaned Lease at once).
+async fn lease_patch(
+    State(api): State<FakeApi>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let apply = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/apply-patch"));
+    let manager = q.get("fieldManager").cloned().unwrap_or_default();
+    let mut leases = api.leases.lock().expect("lock");
+    let lease = leases.entry(format!("{ns}/{name}")).or_insert_with(|| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": name, "namespace": ns, "resourceVersion": "1"}, "spec": {}})
+    });
+    if !lease["spec"].is_object() {
+        lease["spec"] = json!({});
+    }
+    let new_holder = patch["spec"]["holderIdentity"].as_str().map(str::to_owned);
+    if apply && let Some(holder) = &new_holder {
+        let current = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
+        let owner = lease["metadata"]["x-holder-manager"]
+            .as_str()
+            .unwrap_or_default();
+        if !current.is_empty() && current != holder && owner != manager {
+            return (
+                StatusCode::CONFLICT,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                       "reason": "Conflict", "code": 409,
+                       "message": "Apply failed with 1 conflict: conflict with another manager: .spec.holderIdentity"})
+                .to_string(),
+            )
+                .into_response();
+        }
+    }
+    if new_holder.is_some() || patch["spec"].get("holderIdentity").is_some() {
+        lease["metadata"]["x-holder-manager"] = json!(manager);
+    }
+    if let (Some(spec), Some(p)) = (lease["spec"].as_object_mut(), patch["spec"].as_object()) {
+        for (k, v) in p {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    let mut out = lease.clone();
+    if let Some(m) = out["metadata"].as_object_mut() {
+        m.remove("x-holder-manager");
+    }
+    json_response(&out)
 }
 
 async fn event_create(State(api): State<FakeApi>, body: Bytes) -> Response {
@@ -953,4 +1244,349 @@ async fn scan_lists_releases_and_workloads_in_pages() {
     .await
     .expect_err("unreachable");
     assert!(e.to_string().contains("/api/v1/secrets"), "{e}");
+}
+
+// === (g) the live inventory: gauges and Reports ===
+
+const CANARY: &str = "CANARY-inventory-password";
+
+fn pg(tag: &str) -> String {
+    format!("docker.io/bitnami/postgresql:{tag}")
+}
+
+fn live_sts(ns: &str, image: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db-postgresql", "namespace": ns, "resourceVersion": "7",
+            "annotations": {"meta.helm.sh/release-name": ns, "meta.helm.sh/release-namespace": ns},
+            "managedFields": [{"manager": "kubectl-set", "operation": "Update", "time": "2026-11-27T08:00:00Z",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers":
+                    {"k:{\"name\":\"postgresql\"}": {"f:image": {}}}}}}}}]},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "postgresql", "image": image},
+            {"name": "metrics", "image": "docker.io/bitnami/postgres-exporter:0.15.0"}]}}}})
+}
+
+fn canary_history(name: &str) -> History {
+    History::install(
+        name,
+        name,
+        &postgres_chart("12.0.0", "11.22.0"),
+        json!({"auth": {"postgresPassword": CANARY}}),
+    )
+}
+
+/// The release watch, the inventory over it, and (unless `None`) a Report writer with a
+/// fixed leadership answer.
+async fn inventory(h: &Harness, client: &kube::Client) -> helm_guard::inventory::SharedState {
+    let changes = Arc::new(helm_guard::inventory::Changes::default());
+    h.feed.notify_changes(changes.clone());
+    let config = WatchConfig {
+        namespaces: Vec::new(),
+        configmaps: false,
+        limits: DecodeLimits::default(),
+    };
+    watch::spawn(client, &config, &h.feed);
+    let (state, _) = helm_guard::inventory::spawn(
+        client,
+        &helm_guard::inventory::InventoryConfig {
+            namespaces: Vec::new(),
+            helm_managers: vec!["helm".into()],
+        },
+        h.index.clone(),
+        changes,
+        h.metrics.inventory.clone(),
+    );
+    state
+}
+
+#[tokio::test]
+async fn inventory_gauges_and_reports_follow_drift_restores_and_new_revisions() {
+    let h = harness();
+    let api = FakeApi::default();
+    api.reports_served.store(true, Ordering::SeqCst);
+    let mut db = canary_history("db");
+    api.put(db.revisions[0].secret());
+    api.put(canary_history("web").revisions[0].secret());
+    api.put(broken_secret_json("broken", "db"));
+    // Drift that existed before start.
+    api.put_workload("statefulsets", live_sts("db", &pg("9.6")));
+    api.put_workload("statefulsets", live_sts("web", &pg("11.22.0")));
+    let addr = api.serve().await;
+    let client = FakeApi::client(addr);
+    let state = inventory(&h, &client).await;
+    let (_leader_tx, leader) = tokio::sync::watch::channel(true);
+    tokio::spawn(helm_guard::reports::run(
+        helm_guard::reports::Writer::new(client.clone()),
+        state.clone(),
+        leader,
+        Duration::from_millis(20),
+    ));
+
+    let drifted =
+        |ns: &str, n: u32| format!("helm_guard_drifted_containers{{namespace=\"{ns}\"}} {n}");
+    eventually("pre-existing drift in the gauge", || {
+        h.text().contains(&drifted("db", 1))
+    })
+    .await;
+    let text = h.text();
+    assert!(
+        !text.contains("namespace=\"web\""),
+        "web runs its chart: {text}"
+    );
+    assert!(
+        !text.contains("helm_guard_inventory_last_sync_timestamp_seconds 0\n"),
+        "a full sync happened: {text}"
+    );
+    // The broken record is named and skipped; the rest is judged.
+    assert_eq!(
+        h.feed.undecodable(),
+        ["Secret db/sh.helm.release.v1.broken.v1"]
+    );
+    eventually("the db Report", || {
+        api.reports.lock().expect("lock").contains_key("db")
+    })
+    .await;
+    {
+        let reports = api.reports.lock().expect("lock");
+        let report = &reports["db"];
+        assert_eq!(report["kind"], "Report");
+        assert_eq!(report["metadata"]["name"], "helm-guard");
+        assert_eq!(report["results"][0]["rule"], "image-drift");
+        assert_eq!(report["results"][0]["properties"]["liveImage"], pg("9.6"));
+        assert_eq!(report["summary"]["fail"], 1);
+        assert!(!reports.contains_key("web"));
+        for r in reports.values() {
+            assert!(!r.to_string().contains(CANARY));
+        }
+        let writes = api.report_writes.lock().expect("lock");
+        assert!(
+            writes
+                .iter()
+                .all(|w| w.2 == "helm-guard" || w.1 == "delete"),
+            "{writes:?}"
+        );
+    }
+    assert!(!h.text().contains(CANARY));
+
+    // The same object again, then drift in web: web's Report is written, db's is not again.
+    let db_writes = |api: &FakeApi| {
+        api.report_writes
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|w| w.0 == "db")
+            .count()
+    };
+    assert_eq!(db_writes(&api), 1);
+    api.put_workload("statefulsets", live_sts("db", &pg("9.6")));
+    api.put_workload("statefulsets", live_sts("web", &pg("10.0")));
+    eventually("the web Report", || {
+        api.reports.lock().expect("lock").contains_key("web")
+    })
+    .await;
+    eventually("web in the gauge", || h.text().contains(&drifted("web", 1))).await;
+    assert_eq!(db_writes(&api), 1, "nothing changed in db: nothing written");
+
+    // Restoring the chart's image clears the gauge series and deletes the Report.
+    api.put_workload("statefulsets", live_sts("db", &pg("11.22.0")));
+    eventually("db cleared", || {
+        !h.text().contains("namespace=\"db\"")
+            && !api.reports.lock().expect("lock").contains_key("db")
+    })
+    .await;
+
+    // Drift to 15.4.0, then helm upgrade deploys a revision rendering 15.4.0: cleared again.
+    api.put_workload("statefulsets", live_sts("db", &pg("15.4.0")));
+    eventually("db drifts again", || h.text().contains(&drifted("db", 1))).await;
+    db.begin_upgrade(
+        &postgres_chart("14.0.0", "15.4.0"),
+        json!({}),
+        UpgradeValues::ResetValues,
+    );
+    db.complete();
+    for r in &db.revisions {
+        api.put(r.secret());
+    }
+    eventually("the new revision clears db", || {
+        !h.text().contains("namespace=\"db\"")
+            && !api.reports.lock().expect("lock").contains_key("db")
+    })
+    .await;
+    assert!(h.text().contains(&drifted("web", 1)), "web untouched");
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_writes_reports_and_absent_crds_are_an_error() {
+    let h = harness();
+    let api = FakeApi::default();
+    api.put(canary_history("db").revisions[0].secret());
+    api.put_workload("statefulsets", live_sts("db", &pg("9.6")));
+    let addr = api.serve().await;
+
+    // Without the CRDs: said, and nothing else happens.
+    let client = FakeApi::client(addr);
+    let state = inventory(&h, &client).await;
+    let lease = |id: &str| helm_guard::reports::LeaseConfig {
+        namespace: "helm-guard".into(),
+        identity: id.into(),
+    };
+    let absent = helm_guard::reports::start(
+        &client,
+        state.clone(),
+        &lease("a"),
+        Duration::from_millis(20),
+    )
+    .await
+    .expect_err("no CRDs");
+    assert!(absent.to_string().contains("not installed"), "{absent}");
+    assert!(api.leases.lock().expect("lock").is_empty());
+
+    // Two replicas with the CRDs: only the Lease holder writes.
+    api.reports_served.store(true, Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for id in ["a", "b"] {
+        let client = FakeApi::client_as(addr, id);
+        tasks.extend(
+            helm_guard::reports::start(
+                &client,
+                state.clone(),
+                &lease(id),
+                Duration::from_millis(20),
+            )
+            .await
+            .expect("reports start"),
+        );
+    }
+    eventually("a Report", || {
+        api.reports.lock().expect("lock").contains_key("db")
+    })
+    .await;
+    let holder =
+        api.leases.lock().expect("lock")["helm-guard/helm-guard-reports"]["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+    assert!(holder == "a" || holder == "b", "{holder}");
+    let writers: std::collections::BTreeSet<String> = api
+        .report_writes
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|w| w.3.clone())
+        .collect();
+    assert_eq!(writers, std::collections::BTreeSet::from([holder]));
+    for t in tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test]
+async fn inventory_without_workload_rbac_fails_soft_and_recovers_when_granted() {
+    let h = harness();
+    let api = FakeApi::default();
+    api.forbid_workloads.store(true, Ordering::SeqCst);
+    api.put(canary_history("db").revisions[0].secret());
+    api.put_workload("statefulsets", live_sts("db", &pg("9.6")));
+    let addr = api.serve().await;
+    let client = FakeApi::client(addr);
+    let _state = inventory(&h, &client).await;
+    // The release store (what admission reads) syncs and turns ready regardless.
+    eventually("ready", || h.ready.load(Ordering::Acquire)).await;
+    assert_eq!(h.keys(), ["db/db"]);
+    eventually("every kind refused", || {
+        api.workload_refusals.load(Ordering::SeqCst) >= helm_guard::inventory::KINDS.len()
+    })
+    .await;
+    assert!(!h.text().contains("helm_guard_drifted_containers{"));
+    // RBAC granted later: the watches' backoff retries pick it up without a restart.
+    api.forbid_workloads.store(false, Ordering::SeqCst);
+    eventually("drift after the grant", || {
+        h.text()
+            .contains(r#"helm_guard_drifted_containers{namespace="db"} 1"#)
+    })
+    .await;
+}
+
+/// A log sink for one test (a current-thread runtime: every task logs on this thread).
+#[derive(Clone, Default)]
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_canary_reaches_no_log_line_gauge_or_report_of_the_inventory() {
+    let sink = LogSink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = harness();
+    let api = FakeApi::default();
+    api.reports_served.store(true, Ordering::SeqCst);
+    // The canary in the values of a deployed release, of a pending upgrade, and in a
+    // broken record; drift and a stale pin so that findings carry everything they can.
+    let mut db = History::install(
+        "db",
+        "db",
+        &postgres_chart("12.0.0", "11.22.0"),
+        json!({"image": {"tag": "11.22.0"}, "auth": {"postgresPassword": CANARY}}),
+    );
+    db.begin_upgrade(
+        &postgres_chart("14.0.0", "15.4.0"),
+        json!({"auth": {"postgresPassword": CANARY}}),
+        UpgradeValues::ReuseValues,
+    );
+    db.complete();
+    for r in &db.revisions {
+        api.put(r.secret());
+    }
+    api.put(broken_secret_json("broken", "db"));
+    api.put_workload("statefulsets", live_sts("db", &pg("9.6")));
+    let addr = api.serve().await;
+    let client = FakeApi::client(addr);
+    let state = inventory(&h, &client).await;
+    let (_leader_tx, leader) = tokio::sync::watch::channel(true);
+    tokio::spawn(helm_guard::reports::run(
+        helm_guard::reports::Writer::new(client.clone()),
+        state,
+        leader,
+        Duration::from_millis(20),
+    ));
+    eventually("the db Report with drift and the stale pin", || {
+        api.reports
+            .lock()
+            .expect("lock")
+            .get("db")
+            .is_some_and(|r| {
+                r["summary"]["fail"] == 1 && r["summary"]["warn"].as_u64().unwrap_or(0) >= 1
+            })
+    })
+    .await;
+    // The writer logs after the API server has answered: wait for the line, not the Report.
+    eventually("the report logged", || {
+        String::from_utf8_lossy(&sink.0.lock().expect("lock")).contains("report synced")
+    })
+    .await;
+    let logs = String::from_utf8_lossy(&sink.0.lock().expect("lock")).into_owned();
+    assert!(
+        logs.contains("sh.helm.release.v1.broken.v1"),
+        "the broken record is named: {logs}"
+    );
+    assert!(!logs.contains(CANARY), "{logs}");
+    assert!(!h.text().contains(CANARY));
+    for r in api.reports.lock().expect("lock").values() {
+        assert!(!r.to_string().contains(CANARY));
+    }
 }

@@ -20,19 +20,20 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use clap::{CommandFactory, FromArgMatches};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use helm_guard::cli::{Args, Command as Cmd, ServeArgs};
 use helm_guard::server::{ADMIN_ROUTES, ROUTES};
 use helm_guard::tls;
 
 /// Overlays the docs promise; any other directory under deploy/overlays is checked too.
-const OVERLAYS: [&str; 5] = [
+const OVERLAYS: [&str; 6] = [
     "cert-manager",
     "cluster-wide",
     "enforce-fail-closed",
     "monitoring",
     "opt-in",
+    "reports",
 ];
 /// Namespaces no webhook entry may ever match (helm-guard's own: no self-deadlock).
 const EXCLUDED: [&str; 4] = [
@@ -655,21 +656,77 @@ fn webhooks_fail_open_answer_fast_and_declare_no_side_effects() {
 
 #[test]
 fn cluster_role_grants_exactly_what_the_code_calls() {
-    // (apiGroup, resource, verb): the release watch and the Event recorder, nothing else.
-    let mut want = BTreeSet::new();
+    // (apiGroup, resource, verb): the release watch and the Event recorder; with the
+    // inventory (--inventory or --reports), list/watch on the guarded workload kinds; with
+    // reports, the Reports and (in a Role of its own namespace) the Lease. Nothing else.
+    let mut base = BTreeSet::new();
     for resource in ["secrets", "configmaps"] {
         for verb in ["get", "list", "watch"] {
-            want.insert((String::new(), resource.to_owned(), verb.to_owned()));
+            base.insert((String::new(), resource.to_owned(), verb.to_owned()));
         }
     }
     for group in ["", "events.k8s.io"] {
         for verb in ["create", "patch"] {
-            want.insert((group.to_owned(), "events".to_owned(), verb.to_owned()));
+            base.insert((group.to_owned(), "events".to_owned(), verb.to_owned()));
         }
     }
+    let mut inventory = BTreeSet::new();
+    for (group, resources) in [
+        (
+            "apps",
+            &["deployments", "statefulsets", "daemonsets", "replicasets"][..],
+        ),
+        ("batch", &["jobs", "cronjobs"][..]),
+        ("", &["pods"][..]),
+    ] {
+        for r in resources {
+            for verb in ["list", "watch"] {
+                inventory.insert((group.to_owned(), (*r).to_owned(), verb.to_owned()));
+            }
+        }
+    }
+    let mut reports = BTreeSet::new();
+    for verb in ["get", "list", "create", "patch", "delete"] {
+        reports.insert((
+            "openreports.io".to_owned(),
+            "reports".to_owned(),
+            verb.to_owned(),
+        ));
+    }
     for o in overlays() {
-        for kind in ["Role", "RoleBinding"] {
-            assert!(o.of_kind(kind).is_empty(), "{}: unexpected {kind}", o.name);
+        let a = serve_args(o);
+        let writes_reports = a.reports == helm_guard::cli::ReportsArg::Openreports;
+        let mut want = base.clone();
+        if a.inventory || writes_reports {
+            want.extend(inventory.iter().cloned());
+        }
+        if writes_reports {
+            want.extend(reports.iter().cloned());
+            let sa_ns = str_at(o.one("ServiceAccount"), "/metadata/namespace");
+            let role = o.one("Role");
+            assert_eq!(
+                str_at(role, "/metadata/namespace"),
+                sa_ns,
+                "{}: Lease Role",
+                o.name
+            );
+            assert_eq!(
+                role["rules"],
+                json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                        "verbs": ["get", "create", "patch"]}]),
+                "{}: the Role grants the Lease only",
+                o.name
+            );
+            let binding = o.one("RoleBinding");
+            assert_eq!(
+                str_at(binding, "/roleRef/name"),
+                str_at(role, "/metadata/name")
+            );
+            assert_eq!(str_at(binding, "/metadata/namespace"), sa_ns);
+        } else {
+            for kind in ["Role", "RoleBinding"] {
+                assert!(o.of_kind(kind).is_empty(), "{}: unexpected {kind}", o.name);
+            }
         }
         let role = o.one("ClusterRole");
         let mut got = BTreeSet::new();

@@ -203,7 +203,11 @@ struct KindOnly {
 }
 
 /// One object as a workload view, if it is one of the workload kinds.
-fn workload(text: &str, list_kind: Option<&str>, list_api_version: Option<&str>) -> Read {
+pub(crate) fn workload(
+    text: &str,
+    list_kind: Option<&str>,
+    list_api_version: Option<&str>,
+) -> Read {
     // The kind first, cheaply: most objects in a `kubectl get all` dump are not workloads.
     let Ok(head) = serde_json::from_str::<KindOnly>(text) else {
         return Read::Unreadable;
