@@ -1,0 +1,112 @@
+//! Command line: `serve`, `review`, `pins`, `scan`, `demo`, `certs`. Every flag can also be set
+//! through the environment as `HELM_GUARD_<FLAG>`; a flag on the command line wins over its
+//! variable. [`args`] holds the flags, [`serve`] and [`commands`] the wiring of each command.
+
+mod args;
+mod commands;
+mod serve;
+
+pub use args::*;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::text;
+
+/// Runs a parsed command line.
+pub fn run(args: Args) -> ExitCode {
+    match args.command {
+        Command::Review(a) => {
+            init_logs(LogFormat::Text, "warn", true);
+            commands::review(&a)
+        }
+        Command::Pins(a) => {
+            init_logs(LogFormat::Text, "warn", true);
+            commands::pins(&a)
+        }
+        Command::Scan(a) => {
+            init_logs(LogFormat::Text, "warn", true);
+            ExitCode::from(commands::scan(&a) as u8)
+        }
+        Command::Demo => {
+            init_logs(LogFormat::Text, "warn", true);
+            commands::demo()
+        }
+        Command::Certs(a) => match commands::certs(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("helm-guard certs: {}", text::error_chain(e.chain()));
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve(a) => {
+            // Flushes the log lines still queued when `serve` returns.
+            let _flush = init_logs(a.log_format, "info", false);
+            match runtime().and_then(|rt| rt.block_on(serve::serve(a))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let error = text::error_chain(e.chain());
+                    tracing::error!(%error, "serve failed");
+                    eprintln!("helm-guard serve: {error}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Sets up logging. `serve` logs JSON to stdout through a writer thread, so a slow stdout
+/// (a stalled log shipper) never blocks a request worker: lines queue (up to 128k) and, past
+/// that, are dropped rather than stall admission. The one-shot commands log to stderr so
+/// that their stdout stays machine-readable. JSON lines carry each key once: the event's
+/// fields at the top level, the current span (a watch's resource and namespace) as one
+/// `span` object, no span list repeating it.
+/// Colours only on a terminal.
+fn init_logs(
+    format: LogFormat,
+    default: &str,
+    stderr: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if stderr {
+        let ansi = std::io::stderr().is_terminal();
+        let _ = match format {
+            LogFormat::Json => builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(std::io::stderr)
+                .try_init(),
+            LogFormat::Text => builder
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .try_init(),
+        };
+        return None;
+    }
+    let ansi = std::io::stdout().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).with_writer(writer).try_init(),
+    };
+    Some(guard)
+}
