@@ -142,8 +142,9 @@ struct Scope {
 
 #[derive(Debug, Default)]
 struct Tracking {
-    /// Which sources hold each indexed revision.
-    held: HashMap<(ReleaseKey, u32), Vec<SourceId>>,
+    /// Which sources hold each indexed revision, and in which of their lists it last
+    /// appeared (the source's epoch then).
+    held: HashMap<(ReleaseKey, u32), Vec<(SourceId, u64)>>,
     /// Per source: records that currently do not decode (object names only).
     undecodable: HashMap<SourceId, BTreeSet<String>>,
     /// Scopes of the watch sources, by `SourceId - 1`.
@@ -151,6 +152,18 @@ struct Tracking {
     /// Per watch source: listed once / stale now.
     synced: Vec<bool>,
     stale: Vec<bool>,
+    /// Per watch source: how many relists it began.
+    epochs: Vec<u64>,
+}
+
+impl Tracking {
+    fn epoch(&self, source: SourceId) -> u64 {
+        usize::from(source.0)
+            .checked_sub(1)
+            .and_then(|i| self.epochs.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// The writer side of the release store: sources, bookkeeping, readiness and metrics.
@@ -201,6 +214,7 @@ impl Feed {
         });
         t.synced.push(false);
         t.stale.push(true);
+        t.epochs.push(0);
         self.unsynced.fetch_add(1, Ordering::AcqRel);
         self.ready.store(false, Ordering::Release);
         self.metrics.set_stale(true);
@@ -228,48 +242,60 @@ impl Feed {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A relist of `source` completed: `batch` is everything it holds now.
-    pub(super) fn reset_source(
-        &self,
-        source: SourceId,
-        batch: Vec<Arc<RevisionIndex>>,
-        failures: BTreeSet<String>,
-    ) {
+    /// A relist of `source` starts: what it lists from now on is applied as it arrives
+    /// ([`Feed::relist_apply`]) and marked with a new epoch; [`Feed::finish_relist`] then
+    /// drops what the source held and did not list again. The index is swapped one revision
+    /// at a time, so a relist never holds a second copy of it.
+    pub(super) fn begin_relist(&self, source: SourceId) {
         let mut t = self.lock();
-        let listed: std::collections::HashSet<(ReleaseKey, u32)> = batch
-            .iter()
-            .map(|r| (r.release.clone(), r.revision))
-            .collect();
+        if let Some(e) = usize::from(source.0)
+            .checked_sub(1)
+            .and_then(|i| t.epochs.get_mut(i))
+        {
+            *e += 1;
+        }
+    }
+
+    /// One revision a relist of `source` listed.
+    pub(super) fn relist_apply(&self, source: SourceId, rev: Arc<RevisionIndex>) {
+        let mut t = self.lock();
+        let epoch = t.epoch(source);
+        let holders = t
+            .held
+            .entry((rev.release.clone(), rev.revision))
+            .or_default();
+        match holders.iter_mut().find(|(s, _)| *s == source) {
+            Some(h) => h.1 = epoch,
+            None => holders.push((source, epoch)),
+        }
+        let mut index = self.write_index();
+        index.apply(rev);
+    }
+
+    /// A relist of `source` completed: what it held before and did not list is gone.
+    pub(super) fn finish_relist(&self, source: SourceId, failures: BTreeSet<String>) {
+        let mut t = self.lock();
+        let epoch = t.epoch(source);
         let mut gone = Vec::new();
+        let mut listed = 0usize;
         for (key, holders) in t.held.iter_mut() {
-            if holders.contains(&source) && !listed.contains(key) {
-                holders.retain(|s| *s != source);
-                if holders.is_empty() {
-                    gone.push(key.clone());
-                }
+            let before = holders.len();
+            holders.retain(|(s, e)| *s != source || *e == epoch);
+            if holders.iter().any(|(s, _)| *s == source) {
+                listed += 1;
+            }
+            if holders.is_empty() && before > 0 {
+                gone.push(key.clone());
             }
         }
         for key in &gone {
             t.held.remove(key);
         }
-        for rev in &batch {
-            let holders = t
-                .held
-                .entry((rev.release.clone(), rev.revision))
-                .or_default();
-            if !holders.contains(&source) {
-                holders.push(source);
-            }
-        }
         t.undecodable.insert(source, failures);
-        let (added, removed) = (batch.len(), gone.len());
-        let mut batch = batch.into_iter().peekable();
+        let removed = gone.len();
         let mut gone = gone.into_iter().peekable();
-        while batch.peek().is_some() || gone.peek().is_some() {
+        while gone.peek().is_some() {
             let mut index = self.write_index();
-            for rev in batch.by_ref().take(LOCK_CHUNK) {
-                index.apply(rev);
-            }
             for (key, revision) in gone.by_ref().take(LOCK_CHUNK) {
                 index.delete(&key, revision);
             }
@@ -277,7 +303,7 @@ impl Feed {
         let releases = self.index.read().map_or(0, |i| i.len());
         self.metrics.set_releases(releases);
         drop(t);
-        info!(listed = added, removed, releases, "release list applied");
+        info!(listed, removed, releases, "release list applied");
     }
 
     /// Applies what a watch event or a lookup delivered for one object.
@@ -295,12 +321,14 @@ impl Feed {
                 if let Some(set) = t.undecodable.get_mut(&source) {
                     set.remove(&object);
                 }
+                let epoch = t.epoch(source);
                 let holders = t
                     .held
                     .entry((rev.release.clone(), rev.revision))
                     .or_default();
-                if !holders.contains(&source) {
-                    holders.push(source);
+                match holders.iter_mut().find(|(s, _)| *s == source) {
+                    Some(h) => h.1 = epoch,
+                    None => holders.push((source, epoch)),
                 }
                 debug!(release = %rev.release, revision = rev.revision, status = %rev.status, "apply");
                 let mut index = self.write_index();
@@ -341,7 +369,7 @@ impl Feed {
         let Some(holders) = t.held.get_mut(&key) else {
             return;
         };
-        holders.retain(|s| *s != source);
+        holders.retain(|(s, _)| *s != source);
         if holders.is_empty() {
             t.held.remove(&key);
             debug!(release = %key.0, revision = key.1, "delete");

@@ -4,13 +4,16 @@
 //! ```text
 //!  watcher(Secrets owner=helm) ─┐  decode off the lock        ┌─> Index::apply / delete
 //!  watcher(ConfigMaps owner=helm)┼─ (blocking pool, in order) ─┤   (in small batches under
-//!  fallback lookups (lookup.rs) ─┘   → Arc<RevisionIndex>      │    the write lock)
+//!  fallback lookups (lookup.rs) ─┘   → Arc<RevisionIndex>      │    the write lock, one
+//!                                                              │    revision at a time)
 //!                                                              └─> readiness, staleness, metrics
 //! ```
 //!
 //! Each watch is a *source*: a resource kind and a namespace scope (all namespaces, or one
 //! of `--watch-namespaces`). The watcher's `Init` / `InitApply` / `InitDone` sequence is a
-//! relist: revisions that source held before and did not list again are deleted — and only
+//! relist, applied revision by revision as it arrives, so the index is swapped in place and
+//! never held twice; at `InitDone`, revisions that source held before and did not list again
+//! are deleted — and only
 //! those, so a relist of Secrets never drops releases stored in ConfigMaps, and one
 //! namespace's relist never touches another's. The feed remembers which sources hold each
 //! revision (kubert keeps the same bookkeeping per namespace in `index::namespaced`), so a
@@ -42,7 +45,7 @@ use tracing::{Instrument, info_span, warn};
 pub use feed::{Feed, Record, ReleaseObject, SourceId, decode_object};
 
 use crate::helm::record::kind_name;
-use crate::helm::{DecodeLimits, RecordKind, RevisionIndex};
+use crate::helm::{DecodeLimits, RecordKind};
 
 /// The label every Helm release record carries.
 pub const OWNER_SELECTOR: &str = "owner=helm";
@@ -109,7 +112,6 @@ where
         })
         .buffered(DECODE_PARALLELISM);
     futures::pin_mut!(decoded);
-    let mut batch: Vec<Arc<RevisionIndex>> = Vec::new();
     let mut failures = BTreeSet::new();
     while let Some(item) = decoded.next().await {
         match item {
@@ -118,11 +120,11 @@ where
                 feed.failed(source, K::RESOURCE);
             }
             Ok(Decoded::Init) => {
-                batch.clear();
                 failures.clear();
+                feed.begin_relist(source);
             }
             Ok(Decoded::InitApply(record)) => match record {
-                Record::Revision(rev) => batch.push(rev),
+                Record::Revision(rev) => feed.relist_apply(source, rev),
                 Record::Undecodable { object, error, .. } => {
                     feed.count_failure(&object, &error);
                     failures.insert(object);
@@ -130,8 +132,7 @@ where
                 Record::Other { .. } => {}
             },
             Ok(Decoded::InitDone) => {
-                let listed = std::mem::take(&mut batch);
-                feed.reset_source(source, listed, std::mem::take(&mut failures));
+                feed.finish_relist(source, std::mem::take(&mut failures));
                 feed.synced(source);
             }
             Ok(Decoded::Apply(record)) => {
