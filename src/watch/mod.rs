@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  watcher(Secrets owner=helm) ─┐  decode off the lock        ┌─> Index::apply / delete
-//!  watcher(ConfigMaps owner=helm)┼─ (blocking pool, in order) ─┤   (in small batches under
+//!  watcher(ConfigMaps owner=helm)┼─ (decode threads, in order) ─┤   (in small batches under
 //!  fallback lookups (lookup.rs) ─┘   → Arc<RevisionIndex>      │    the write lock, one
 //!                                                              │    revision at a time)
 //!                                                              └─> readiness, staleness, metrics
@@ -27,9 +27,10 @@
 //! deserialize as a Secret are caught by [`DeserializeGuard`] so they cannot fail a list page.
 //!
 //! This module owns the kube I/O (watch streams, their tasks, the decode hand-off to the
-//! blocking pool); [`feed`] owns the synchronous bookkeeping they drive.
+//! decode threads of [`pool`]); [`feed`] owns the synchronous bookkeeping they drive.
 
 mod feed;
+mod pool;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ use crate::helm::{DecodeLimits, RecordKind};
 
 /// The label every Helm release record carries.
 pub const OWNER_SELECTOR: &str = "owner=helm";
-/// Records decoded concurrently per watch (on the blocking pool); events stay in order.
+/// Records decoded concurrently per watch (on the decode threads); events stay in order.
 const DECODE_PARALLELISM: usize = 4;
 
 /// What to watch.
@@ -79,7 +80,7 @@ async fn decode_event<K: ReleaseObject>(
     let off_pool = |obj: DeserializeGuard<K>| async move {
         let name = obj.name_any();
         let namespace = obj.namespace().unwrap_or_else(|| "default".into());
-        tokio::task::spawn_blocking(move || decode_object(&obj, limits))
+        pool::run(move || decode_object(&obj, limits))
             .await
             .unwrap_or(Record::Other { namespace, name })
     };
