@@ -1,5 +1,5 @@
 //! Cold start and memory of the release store, through the same path as the watch
-//! (`watch::drive`: decode on the blocking pool, relist applied at `InitDone`).
+//! (`watch::drive`: decode on the decode threads, relist applied as it arrives).
 //!
 //! ```sh
 //! cargo run --release --example cold_start -- 10000          # time: decode + index of N releases

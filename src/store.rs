@@ -37,14 +37,15 @@ impl Entry {
         for rev in self.revisions.values() {
             let v = &rev.values.values;
             for list in [&v.config_images, &v.chart_default_images] {
-                if !pool.iter().any(|p| **p == **list) {
+                // Pointer equality first: most lists are already shared.
+                if !pool.iter().any(|p| Arc::ptr_eq(p, list) || **p == **list) {
                     pool.push(list.clone());
                 }
             }
         }
         let share = |list: &Arc<[ImageValue]>| {
             pool.iter()
-                .find(|p| ***p == **list)
+                .find(|p| Arc::ptr_eq(p, list) || ***p == **list)
                 .cloned()
                 .unwrap_or_else(|| list.clone())
         };

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use flate2::read::GzDecoder;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{ChartRef, ReleaseKey, Status};
 
@@ -130,7 +131,7 @@ pub struct DecodedRelease {
 }
 
 #[derive(Deserialize)]
-struct RawRelease {
+struct RawRelease<'a> {
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -139,8 +140,10 @@ struct RawRelease {
     version: i64,
     #[serde(default)]
     info: Option<RawInfo>,
-    #[serde(default)]
-    manifest: Option<String>,
+    /// Kept as the raw JSON string (borrowed from the decompressed record) until the status
+    /// is known: a superseded revision's manifest is never unescaped nor copied.
+    #[serde(default, borrow)]
+    manifest: Option<&'a RawValue>,
     #[serde(default)]
     chart: Option<RawChart>,
     #[serde(default)]
@@ -193,13 +196,13 @@ pub fn decode(src: RecordSource<'_>, limits: DecodeLimits) -> Result<DecodedRele
     } else {
         compressed
     };
-    let raw: RawRelease = serde_json::from_slice(&json).map_err(|e| DecodeError::Json {
+    let json_error = |e: serde_json::Error| DecodeError::Json {
         object: object(),
         category: json_category(&e),
         line: e.line(),
         column: e.column(),
-    })?;
-    drop(json);
+    };
+    let raw: RawRelease<'_> = serde_json::from_slice(&json).map_err(json_error)?;
 
     let inconsistent = |why: String| DecodeError::Inconsistent {
         object: object(),
@@ -240,15 +243,24 @@ pub fn decode(src: RecordSource<'_>, limits: DecodeLimits) -> Result<DecodedRele
         }
         None => (ChartRef::default(), Value::Null),
     };
+    let status = raw
+        .info
+        .and_then(|i| i.status)
+        .map_or(Status::Unknown, |s| Status::parse(&s));
+    // Only a revision a decision may be judged against needs its manifest (see
+    // `RevisionIndex::from_decoded`): a superseded one's is skipped, as long as it is a string.
+    let manifest = match raw.manifest {
+        None => String::new(),
+        Some(m) if m.get() == "null" => String::new(),
+        Some(m) if status == Status::Superseded && m.get().starts_with('"') => String::new(),
+        Some(m) => serde_json::from_str(m.get()).map_err(json_error)?,
+    };
     Ok(DecodedRelease {
         key: ReleaseKey::new(src.namespace, &raw.name),
         revision,
-        status: raw
-            .info
-            .and_then(|i| i.status)
-            .map_or(Status::Unknown, |s| Status::parse(&s)),
+        status,
         chart,
-        manifest: raw.manifest.unwrap_or_default(),
+        manifest,
         config: raw.config.unwrap_or(Value::Null),
         chart_values,
     })
@@ -410,6 +422,32 @@ mod tests {
         let idx = crate::helm::RevisionIndex::from_decoded(&r);
         let names: Vec<String> = idx.workloads.iter().map(|w| w.key.to_string()).collect();
         assert_eq!(names, ["Deployment db/web"], "hooks are not indexed");
+    }
+
+    #[test]
+    fn a_superseded_manifest_is_not_copied_but_still_checked() {
+        let manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n";
+        let record = |status: &str, manifest: Value| {
+            let json = serde_json::json!({"name": "pg", "namespace": "db", "version": 3,
+                "info": {"status": status}, "manifest": manifest});
+            encode_release(json.to_string().as_bytes())
+        };
+        let decoded = |data: String| {
+            decode(
+                src("sh.helm.release.v1.pg.v3", data.as_bytes()),
+                DecodeLimits::default(),
+            )
+        };
+        let old = decoded(record("superseded", manifest.into())).expect("decodes");
+        assert_eq!(old.status, Status::Superseded);
+        assert!(old.manifest.is_empty(), "no decision reads it");
+        let live = decoded(record("deployed", manifest.into())).expect("decodes");
+        assert_eq!(live.manifest, manifest);
+        for status in ["superseded", "deployed"] {
+            let err = decoded(record(status, serde_json::json!(["not", "a string"])))
+                .expect_err("a manifest that is not a string");
+            assert_eq!(err.label(), "json", "{status}");
+        }
     }
 
     #[test]

@@ -83,7 +83,13 @@ impl ValuesSummary {
                 chart_values,
                 false,
             ),
-            coalesced_images: image_paths(&coalesced),
+            // A superseded revision is compacted at once (`RevisionIndex::from_decoded`),
+            // which drops these: not walked for it.
+            coalesced_images: if status == Status::Superseded {
+                Vec::new()
+            } else {
+                image_paths(&coalesced)
+            },
             coalesced_digest: digest(&coalesced),
             chart_values_digest: digest(chart_values),
             compacted: false,

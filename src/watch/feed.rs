@@ -1,68 +1,30 @@
-//! The release store fed from the cluster: watches of Helm release Secrets (and ConfigMaps)
-//! decoded once and applied to the shared [`Index`](crate::store::Index).
-//!
-//! ```text
-//!  watcher(Secrets owner=helm) ─┐  decode off the lock        ┌─> Index::apply / delete
-//!  watcher(ConfigMaps owner=helm)┼─ (blocking pool, in order) ─┤   (in small batches under
-//!  fallback lookups (lookup.rs) ─┘   → Arc<RevisionIndex>      │    the write lock)
-//!                                                              └─> readiness, staleness, metrics
-//! ```
-//!
-//! Each watch is a *source*: a resource kind and a namespace scope (all namespaces, or one
-//! of `--watch-namespaces`). The watcher's `Init` / `InitApply` / `InitDone` sequence is a
-//! relist: revisions that source held before and did not list again are deleted — and only
-//! those, so a relist of Secrets never drops releases stored in ConfigMaps, and one
-//! namespace's relist never touches another's. The feed remembers which sources hold each
-//! revision (kubert keeps the same bookkeeping per namespace in `index::namespaced`), so a
-//! revision present in both a Secret and a ConfigMap survives until both are gone.
-//!
-//! Readiness is gated on `InitDone`, not on the first event: kube's ListWatch emits `Init`
-//! *before* its LIST call. The server turns ready once every watch has completed one list
-//! and stays ready through later failures, serving the last known state while
-//! `helm_guard_store_stale` is 1. A record that does not decode is skipped, logged by object
-//! name (never content) and counted by reason; the watch goes on. Objects that do not even
-//! deserialize as a Secret are caught by [`DeserializeGuard`] so they cannot fail a list page.
+//! The synchronous half of the release store's feed: what a watch event *means* for the
+//! index, with no I/O. Decoding one object into a [`Record`] (pure, CPU-bound), and the
+//! [`Feed`] that applies records to the shared [`Index`]: which sources (watch scopes, the
+//! fallback lookups) hold each revision, what a completed relist removes, which records do
+//! not decode, readiness and staleness. The kube streams that drive it live in the parent
+//! module; tests and benchmarks can drive it with any event sequence.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::DeserializeGuard;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 use crate::helm::record::{RECORD_PREFIX, kind_name, parse_record_name};
 use crate::helm::{DecodeError, DecodeLimits, RecordKind, RecordSource, ReleaseKey, RevisionIndex};
 use crate::metrics::StoreMetrics;
 use crate::store::{Index, SharedIndex};
 
-/// The label every Helm release record carries.
-pub const OWNER_SELECTOR: &str = "owner=helm";
-
 /// Revisions applied per write-lock acquisition during a relist, so that a relist of
 /// thousands of releases never holds the lock long enough to stall requests.
 const LOCK_CHUNK: usize = 256;
-
-/// Records decoded concurrently per watch (on the blocking pool); events stay in order.
-const DECODE_PARALLELISM: usize = 4;
-
-/// What to watch.
-#[derive(Clone, Debug)]
-pub struct WatchConfig {
-    /// Namespaces to watch; empty means all namespaces.
-    pub namespaces: Vec<String>,
-    /// Also watch ConfigMaps (`HELM_DRIVER=configmap`).
-    pub configmaps: bool,
-    /// Bounds on each record decoded.
-    pub limits: DecodeLimits,
-}
 
 /// A Kubernetes object that may hold a Helm release record.
 pub trait ReleaseObject:
@@ -180,8 +142,9 @@ struct Scope {
 
 #[derive(Debug, Default)]
 struct Tracking {
-    /// Which sources hold each indexed revision.
-    held: HashMap<(ReleaseKey, u32), Vec<SourceId>>,
+    /// Which sources hold each indexed revision, and in which of their lists it last
+    /// appeared (the source's epoch then).
+    held: HashMap<(ReleaseKey, u32), Vec<(SourceId, u64)>>,
     /// Per source: records that currently do not decode (object names only).
     undecodable: HashMap<SourceId, BTreeSet<String>>,
     /// Scopes of the watch sources, by `SourceId - 1`.
@@ -189,6 +152,18 @@ struct Tracking {
     /// Per watch source: listed once / stale now.
     synced: Vec<bool>,
     stale: Vec<bool>,
+    /// Per watch source: how many relists it began.
+    epochs: Vec<u64>,
+}
+
+impl Tracking {
+    fn epoch(&self, source: SourceId) -> u64 {
+        usize::from(source.0)
+            .checked_sub(1)
+            .and_then(|i| self.epochs.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// The writer side of the release store: sources, bookkeeping, readiness and metrics.
@@ -254,6 +229,7 @@ impl Feed {
         });
         t.synced.push(false);
         t.stale.push(true);
+        t.epochs.push(0);
         self.unsynced.fetch_add(1, Ordering::AcqRel);
         self.ready.store(false, Ordering::Release);
         self.metrics.set_stale(true);
@@ -281,55 +257,66 @@ impl Feed {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A relist of `source` completed: `batch` is everything it holds now.
-    fn reset_source(
-        &self,
-        source: SourceId,
-        batch: Vec<Arc<RevisionIndex>>,
-        failures: BTreeSet<String>,
-    ) {
+    /// A relist of `source` starts: what it lists from now on is applied as it arrives
+    /// ([`Feed::relist_apply`]) and marked with a new epoch; [`Feed::finish_relist`] then
+    /// drops what the source held and did not list again. The index is swapped one revision
+    /// at a time, so a relist never holds a second copy of it.
+    pub(super) fn begin_relist(&self, source: SourceId) {
         let mut t = self.lock();
-        let listed: std::collections::HashSet<(ReleaseKey, u32)> = batch
-            .iter()
-            .map(|r| (r.release.clone(), r.revision))
-            .collect();
+        if let Some(e) = usize::from(source.0)
+            .checked_sub(1)
+            .and_then(|i| t.epochs.get_mut(i))
+        {
+            *e += 1;
+        }
+    }
+
+    /// One revision a relist of `source` listed.
+    pub(super) fn relist_apply(&self, source: SourceId, rev: Arc<RevisionIndex>) {
+        let mut t = self.lock();
+        let epoch = t.epoch(source);
+        let holders = t
+            .held
+            .entry((rev.release.clone(), rev.revision))
+            .or_default();
+        match holders.iter_mut().find(|(s, _)| *s == source) {
+            Some(h) => h.1 = epoch,
+            None => holders.push((source, epoch)),
+        }
+        let release = rev.release.clone();
+        let mut index = self.write_index();
+        index.apply(rev);
+        drop(index);
+        self.changed(&release);
+    }
+
+    /// A relist of `source` completed: what it held before and did not list is gone.
+    pub(super) fn finish_relist(&self, source: SourceId, failures: BTreeSet<String>) {
+        let mut t = self.lock();
+        let epoch = t.epoch(source);
         let mut gone = Vec::new();
+        let mut listed = 0usize;
         for (key, holders) in t.held.iter_mut() {
-            if holders.contains(&source) && !listed.contains(key) {
-                holders.retain(|s| *s != source);
-                if holders.is_empty() {
-                    gone.push(key.clone());
-                }
+            let before = holders.len();
+            holders.retain(|(s, e)| *s != source || *e == epoch);
+            if holders.iter().any(|(s, _)| *s == source) {
+                listed += 1;
+            }
+            if holders.is_empty() && before > 0 {
+                gone.push(key.clone());
             }
         }
         for key in &gone {
             t.held.remove(key);
         }
-        for rev in &batch {
-            let holders = t
-                .held
-                .entry((rev.release.clone(), rev.revision))
-                .or_default();
-            if !holders.contains(&source) {
-                holders.push(source);
-            }
-        }
         t.undecodable.insert(source, failures);
-        let (added, removed) = (batch.len(), gone.len());
-        for key in batch
-            .iter()
-            .map(|r| &r.release)
-            .chain(gone.iter().map(|g| &g.0))
-        {
+        let removed = gone.len();
+        for key in gone.iter().map(|g| &g.0) {
             self.changed(key);
         }
-        let mut batch = batch.into_iter().peekable();
         let mut gone = gone.into_iter().peekable();
-        while batch.peek().is_some() || gone.peek().is_some() {
+        while gone.peek().is_some() {
             let mut index = self.write_index();
-            for rev in batch.by_ref().take(LOCK_CHUNK) {
-                index.apply(rev);
-            }
             for (key, revision) in gone.by_ref().take(LOCK_CHUNK) {
                 index.delete(&key, revision);
             }
@@ -337,11 +324,11 @@ impl Feed {
         let releases = self.index.read().map_or(0, |i| i.len());
         self.metrics.set_releases(releases);
         drop(t);
-        info!(listed = added, removed, releases, "release list applied");
+        info!(listed, removed, releases, "release list applied");
     }
 
     /// Applies what a watch event or a lookup delivered for one object.
-    fn apply_record(&self, source: SourceId, record: Record) {
+    pub(super) fn apply_record(&self, source: SourceId, record: Record) {
         let mut t = self.lock();
         match record {
             Record::Revision(rev) => {
@@ -355,12 +342,14 @@ impl Feed {
                 if let Some(set) = t.undecodable.get_mut(&source) {
                     set.remove(&object);
                 }
+                let epoch = t.epoch(source);
                 let holders = t
                     .held
                     .entry((rev.release.clone(), rev.revision))
                     .or_default();
-                if !holders.contains(&source) {
-                    holders.push(source);
+                match holders.iter_mut().find(|(s, _)| *s == source) {
+                    Some(h) => h.1 = epoch,
+                    None => holders.push((source, epoch)),
                 }
                 debug!(release = %rev.release, revision = rev.revision, status = %rev.status, "apply");
                 let release = rev.release.clone();
@@ -388,7 +377,7 @@ impl Feed {
     }
 
     /// A record was deleted.
-    fn delete_record(&self, source: SourceId, namespace: &str, name: &str) {
+    pub(super) fn delete_record(&self, source: SourceId, namespace: &str, name: &str) {
         let mut t = self.lock();
         let object = format!("{} {namespace}/{name}", self.kind_of(&t, source));
         if let Some(set) = t.undecodable.get_mut(&source) {
@@ -404,7 +393,7 @@ impl Feed {
         let Some(holders) = t.held.get_mut(&key) else {
             return;
         };
-        holders.retain(|s| *s != source);
+        holders.retain(|(s, _)| *s != source);
         if holders.is_empty() {
             t.held.remove(&key);
             debug!(release = %key.0, revision = key.1, "delete");
@@ -423,7 +412,7 @@ impl Feed {
             .map_or("Secret", |s| kind_name(s.kind))
     }
 
-    fn count_failure(&self, object: &str, error: &DecodeError) {
+    pub(super) fn count_failure(&self, object: &str, error: &DecodeError) {
         // DecodeError's message names the object and the failure, never the content.
         warn!(object, reason = error.label(), %error, "release record skipped");
         self.metrics.decode_failed(error.label());
@@ -448,7 +437,7 @@ impl Feed {
         }
     }
 
-    fn synced(&self, source: SourceId) {
+    pub(super) fn synced(&self, source: SourceId) {
         let mut t = self.lock();
         let i = usize::from(source.0).saturating_sub(1);
         if let Some(s) = t.stale.get_mut(i) {
@@ -465,7 +454,7 @@ impl Feed {
         self.metrics.set_stale(t.stale.iter().any(|s| *s));
     }
 
-    fn failed(&self, source: SourceId, resource: &'static str) {
+    pub(super) fn failed(&self, source: SourceId, resource: &'static str) {
         self.metrics.watch_restarted(resource);
         let mut t = self.lock();
         if let Some(s) = t.stale.get_mut(usize::from(source.0).saturating_sub(1)) {
@@ -475,7 +464,7 @@ impl Feed {
     }
 
     /// A live event arrived after a failure: the watch resumed without a relist.
-    fn resumed(&self, source: SourceId) {
+    pub(super) fn resumed(&self, source: SourceId) {
         let mut t = self.lock();
         let i = usize::from(source.0).saturating_sub(1);
         let synced = t.synced.get(i).copied().unwrap_or(false);
@@ -487,158 +476,6 @@ impl Feed {
             self.metrics.set_stale(t.stale.iter().any(|s| *s));
         }
     }
-}
-
-/// A watch event after decoding.
-enum Decoded {
-    Init,
-    InitApply(Record),
-    InitDone,
-    Apply(Record),
-    Delete { namespace: String, name: String },
-}
-
-async fn decode_event<K: ReleaseObject>(
-    event: Event<DeserializeGuard<K>>,
-    limits: DecodeLimits,
-) -> Decoded {
-    let off_pool = |obj: DeserializeGuard<K>| async move {
-        let name = obj.name_any();
-        let namespace = obj.namespace().unwrap_or_else(|| "default".into());
-        tokio::task::spawn_blocking(move || decode_object(&obj, limits))
-            .await
-            .unwrap_or(Record::Other { namespace, name })
-    };
-    match event {
-        Event::Init => Decoded::Init,
-        Event::InitApply(obj) => Decoded::InitApply(off_pool(obj).await),
-        Event::InitDone => Decoded::InitDone,
-        Event::Apply(obj) => Decoded::Apply(off_pool(obj).await),
-        Event::Delete(obj) => Decoded::Delete {
-            namespace: obj.namespace().unwrap_or_else(|| "default".into()),
-            name: obj.name_any(),
-        },
-    }
-}
-
-/// Feeds the index from one watch stream until it ends (a `watcher` stream never does).
-/// Errors are counted and the stream polled again: put a backoff on it.
-pub async fn drive<K, S>(feed: Arc<Feed>, source: SourceId, events: S)
-where
-    K: ReleaseObject,
-    S: Stream<Item = Result<Event<DeserializeGuard<K>>, watcher::Error>> + Send,
-{
-    let limits = feed.limits;
-    let decoded = events
-        .map(move |item| async move {
-            match item {
-                Ok(event) => Ok(decode_event(event, limits).await),
-                Err(error) => Err(error),
-            }
-        })
-        .buffered(DECODE_PARALLELISM);
-    futures::pin_mut!(decoded);
-    let mut batch: Vec<Arc<RevisionIndex>> = Vec::new();
-    let mut failures = BTreeSet::new();
-    while let Some(item) = decoded.next().await {
-        match item {
-            Err(error) => {
-                warn!(%error, "release watch failed; serving the last known state, retrying");
-                feed.failed(source, K::RESOURCE);
-            }
-            Ok(Decoded::Init) => {
-                batch.clear();
-                failures.clear();
-            }
-            Ok(Decoded::InitApply(record)) => match record {
-                Record::Revision(rev) => batch.push(rev),
-                Record::Undecodable { object, error, .. } => {
-                    feed.count_failure(&object, &error);
-                    failures.insert(object);
-                }
-                Record::Other { .. } => {}
-            },
-            Ok(Decoded::InitDone) => {
-                let listed = std::mem::take(&mut batch);
-                feed.reset_source(source, listed, std::mem::take(&mut failures));
-                feed.synced(source);
-            }
-            Ok(Decoded::Apply(record)) => {
-                feed.resumed(source);
-                feed.apply_record(source, record);
-            }
-            Ok(Decoded::Delete { namespace, name }) => {
-                feed.resumed(source);
-                feed.delete_record(source, &namespace, &name);
-            }
-        }
-    }
-}
-
-/// The watch of one resource kind in one scope, with client-go's backoff on errors.
-pub fn watch_stream<K: ReleaseObject>(
-    client: Client,
-    namespace: Option<&str>,
-) -> impl Stream<Item = Result<Event<DeserializeGuard<K>>, watcher::Error>> + Send + 'static {
-    let api: Api<DeserializeGuard<K>> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
-    watcher(api, watcher::Config::default().labels(OWNER_SELECTOR)).default_backoff()
-}
-
-fn watcher<K: ReleaseObject>(
-    api: Api<DeserializeGuard<K>>,
-    config: watcher::Config,
-) -> impl Stream<Item = Result<Event<DeserializeGuard<K>>, watcher::Error>> + Send + 'static {
-    watcher::watcher(api, config)
-}
-
-/// Starts every watch `config` asks for, each in its own task and span.
-pub fn spawn(
-    client: &Client,
-    config: &WatchConfig,
-    feed: &Arc<Feed>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let scopes: Vec<Option<&str>> = if config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.namespaces.iter().map(|n| Some(n.as_str())).collect()
-    };
-    let mut plan = Vec::new();
-    for ns in &scopes {
-        plan.push((
-            RecordKind::Secret,
-            *ns,
-            feed.add_source(RecordKind::Secret, *ns),
-        ));
-        if config.configmaps {
-            plan.push((
-                RecordKind::ConfigMap,
-                *ns,
-                feed.add_source(RecordKind::ConfigMap, *ns),
-            ));
-        }
-    }
-    plan.into_iter()
-        .map(|(kind, ns, source)| {
-            let span = info_span!(
-                "watch",
-                resource = kind_name(kind),
-                namespace = ns.unwrap_or("*")
-            );
-            let feed = feed.clone();
-            let client = client.clone();
-            match kind {
-                RecordKind::Secret => tokio::spawn(
-                    drive(feed, source, watch_stream::<Secret>(client, ns)).instrument(span),
-                ),
-                RecordKind::ConfigMap => tokio::spawn(
-                    drive(feed, source, watch_stream::<ConfigMap>(client, ns)).instrument(span),
-                ),
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
