@@ -24,8 +24,10 @@ use helm_guard::policy::{Mode, Settings, Webhook};
 use helm_guard::helm::record::index_record;
 use helm_guard::store::{Index, parse_document};
 use helm_guard::values::{
-    self, MAX_WARNING_LEN, PathSegment, ValuesSummary, image_paths, join_path, split_path,
+    self, PathSegment, ValuesSummary, image_paths, join_path, split_path,
 };
+use helm_guard::text::WARNING_MAX as MAX_WARNING_LEN;
+use helm_guard::release::Status;
 
 pub mod seeds;
 
@@ -87,7 +89,9 @@ pub fn admission(data: &[u8]) {
             let mut settings = Settings::new(mode);
             settings.record_limits = FUZZ_LIMITS;
             let reviewed = review_body(webhook, data, idx, &settings, NOW);
-            let rsp = &reviewed.review["response"];
+            let answer: Value =
+                serde_json::from_slice(&reviewed.to_json()).expect("the answer is JSON");
+            let rsp = &answer["response"];
             assert!(rsp["allowed"].is_boolean(), "answer without allowed");
             assert!(rsp["uid"].is_string(), "answer without uid");
             if rsp["allowed"] == false {
@@ -99,7 +103,7 @@ pub fn admission(data: &[u8]) {
                 let _: Value = serde_json::from_slice(&bytes).expect("patch is JSON");
             }
             if !contains(data, CANARY) {
-                let text = reviewed.review.to_string();
+                let text = answer.to_string();
                 assert!(!text.contains(CANARY), "release value in an answer");
             }
         }
@@ -227,7 +231,7 @@ pub fn image(data: &[u8]) {
         image::same(b, a),
         "same is not symmetric"
     );
-    let _ = (ia.canonical(), ia.as_str(), image::short(a));
+    let _ = (ia.canonical(), ia.as_str(), image::brief(a));
     let _ = (image::delta(a, b), image::delta(b, a));
     let _ = values::looks_like_image_ref(a);
 }
@@ -249,8 +253,8 @@ pub fn values(data: &[u8]) {
         }
         let _ = values::count_leaves(v);
     }
-    let old = ValuesSummary::of(1, "c", "1.0.0", "deployed", doc(1), doc(0));
-    let new = ValuesSummary::of(2, "c", "2.0.0", "pending-upgrade", doc(2), doc(0));
+    let old = ValuesSummary::of(1, "c", "1.0.0", Status::Deployed, doc(1), doc(0));
+    let new = ValuesSummary::of(2, "c", "2.0.0", Status::PendingUpgrade, doc(2), doc(0));
     let _ = values::reused(&old, &new);
     let _ = values::persisted(&[&old], &new);
     for pin in values::analyze(&[&old], &new) {
