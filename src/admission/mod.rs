@@ -137,14 +137,16 @@ impl Outcome {
         }
     }
 
-    /// The warnings sent with the answer.
-    pub fn warnings(&self) -> Vec<String> {
+    /// The warnings sent with the answer (borrowed from the verdict when it has them).
+    pub fn warnings(&self) -> std::borrow::Cow<'_, [String]> {
         match self {
-            Self::Judged(v) => v.warnings.clone(),
+            Self::Judged(v) => std::borrow::Cow::Borrowed(&v.warnings),
             Self::NotChecked(NotChecked::Unreadable(e)) => {
-                vec![text::warning(&format!("helm-guard: not checked: {e}"))]
+                std::borrow::Cow::Owned(vec![text::warning(&format!(
+                    "helm-guard: not checked: {e}"
+                ))])
             }
-            _ => Vec::new(),
+            _ => std::borrow::Cow::Borrowed(&[]),
         }
     }
 }
