@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod logs;
 mod serve;
 
 pub use args::*;
@@ -63,18 +64,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Sets up logging. `serve` logs JSON to stdout through a writer thread, so a slow stdout
-/// (a stalled log shipper) never blocks a request worker: lines queue (up to 128k) and, past
-/// that, are dropped rather than stall admission. The one-shot commands log to stderr so
+/// Sets up logging. `serve` logs JSON to stdout through a writer thread ([`logs`]), so a slow
+/// stdout (a stalled log shipper) never blocks a request worker: lines are buffered (up to
+/// 8 MiB) and, past that, dropped and counted rather than stall admission. The one-shot commands log to stderr so
 /// that their stdout stays machine-readable. JSON lines carry each key once: the event's
 /// fields at the top level, the current span (a watch's resource and namespace) as one
 /// `span` object, no span list repeating it.
 /// Colours only on a terminal.
-fn init_logs(
-    format: LogFormat,
-    default: &str,
-    stderr: bool,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+fn init_logs(format: LogFormat, default: &str, stderr: bool) -> Option<logs::Flush> {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -97,7 +94,13 @@ fn init_logs(
         return None;
     }
     let ansi = std::io::stdout().is_terminal();
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let (writer, guard) = match logs::batched(std::io::stdout()) {
+        Ok(started) => started,
+        Err(error) => {
+            eprintln!("helm-guard: no log writer thread ({error}); logging to stderr");
+            return init_logs(format, default, true);
+        }
+    };
     let _ = match format {
         LogFormat::Json => builder
             .json()

@@ -4,6 +4,12 @@
 //! ([`Watched`] sees the bytes). From those it closes a stalled head or an idle connection,
 //! and it sends HTTP/2 GOAWAY when the drain begins. [`CloseConnection`] is how a response
 //! asks for the HTTP/1 connection to close after it.
+//!
+//! The request path only stores atomics; nothing wakes the watchdog per request. It looks
+//! at the facts on its own, at the nearest deadline they give and at least every [`tick`]
+//! (a quarter of the header timeout), so a deadline that moves earlier unseen — a head
+//! starting on an idle connection — is still kept to within a tick's precision. Waking it on
+//! every request start and end cost three timer re-arms and task polls per request.
 
 use std::convert::Infallible;
 use std::io;
@@ -20,7 +26,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
@@ -111,7 +117,6 @@ async fn serve<I>(
                 }
                 Act::Wait
             }
-            () = state.wake.notified() => Act::Wait,
             () = evict.notified() => {
                 if state.served.load(Ordering::Acquire) == 0
                     && state.in_flight.load(Ordering::Acquire) == 0
@@ -121,7 +126,7 @@ async fn serve<I>(
                 }
                 Act::Wait
             }
-            () = sleep_until(wake) => dog.on_alarm(&state, spec.name),
+            () = tokio::time::sleep_until(wake) => dog.on_alarm(&state, spec.name),
         };
         // What woke the watchdog, then where the shutdown stands.
         for act in [act, dog.on_phase(*phase.borrow(), &state)] {
@@ -168,8 +173,13 @@ impl Watchdog {
 
     /// When to look again if nothing changes. After an idle GOAWAY only the hard stop is left
     /// to wait for.
-    fn wake_at(&self, state: &ConnState) -> Option<Instant> {
-        self.hard_stop.or_else(|| state.deadline(&self.settings))
+    fn wake_at(&self, state: &ConnState) -> Instant {
+        let next_look = Instant::now() + tick(&self.settings);
+        self.hard_stop.unwrap_or_else(|| {
+            state
+                .deadline(&self.settings)
+                .map_or(next_look, |d| d.min(next_look))
+        })
     }
 
     /// The alarm went off: a stalled request head or an idle HTTP/1 connection is closed; an
@@ -221,11 +231,9 @@ impl Watchdog {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+/// How often the watchdog looks at a connection's facts when no deadline is nearer.
+fn tick(settings: &Settings) -> Duration {
+    (settings.header_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
 /// Marks a response after which the HTTP/1 connection must close: the request body was not
@@ -265,8 +273,6 @@ struct ConnState {
     /// When the last request ended (or the connection started).
     idle_since: AtomicU64,
     served: AtomicU64,
-    /// Wakes the watchdog when a request starts or ends or a head starts arriving.
-    wake: Notify,
     /// Left at the first request: from then on the connection is not evicted.
     pending: PendingEntry,
 }
@@ -281,7 +287,6 @@ impl ConnState {
             head_since: AtomicU64::new(if h2 { 0 } else { 1 }),
             idle_since: AtomicU64::new(0),
             served: AtomicU64::new(0),
-            wake: Notify::new(),
             pending,
         }
     }
@@ -302,7 +307,6 @@ impl ConnState {
             && self.head_since.load(Ordering::Acquire) == 0
         {
             self.head_since.store(self.now() + 1, Ordering::Release);
-            self.wake.notify_one();
         }
     }
 
@@ -329,7 +333,6 @@ impl ConnState {
             self.pending.leave();
         }
         self.head_since.store(0, Ordering::Release);
-        self.wake.notify_one();
         InFlight(self.clone())
     }
 }
@@ -343,7 +346,6 @@ impl Drop for InFlight {
         s.idle_since.store(s.now(), Ordering::Release);
         s.served.fetch_add(1, Ordering::AcqRel);
         s.in_flight.fetch_sub(1, Ordering::AcqRel);
-        s.wake.notify_one();
     }
 }
 
