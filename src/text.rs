@@ -104,6 +104,44 @@ pub fn error_chain<'a>(
     out
 }
 
+/// RFC 3339 UTC time of `t`, second precision (the format of `managedFields` times).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, mo, d, h, m, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Writes `t` as RFC 3339 UTC with microseconds (the log lines' timestamps), allocating nothing.
+pub fn write_rfc3339_micros(
+    w: &mut impl std::fmt::Write,
+    t: std::time::SystemTime,
+) -> std::fmt::Result {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (y, mo, d, h, m, s) = civil(since.as_secs());
+    let us = since.subsec_micros();
+    write!(w, "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{us:06}Z")
+}
+
+/// `(year, month, day, hour, minute, second)` of a Unix time, UTC.
+fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm), valid for the Unix era onwards.
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    (y, mo, d, h, m, s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

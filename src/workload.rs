@@ -141,6 +141,12 @@ impl Spec {
     /// Containers without a name or image are skipped: the API server rejects them anyway,
     /// and there is nothing to compare.
     pub fn containers(&self, kind: WorkloadKind) -> Vec<Container> {
+        self.containers_reusing(kind, &[])
+    }
+
+    /// [`Self::containers`], taking the parsed image of a `known` container written the same
+    /// way instead of parsing it again: an edit's old object mostly repeats the new one.
+    pub fn containers_reusing(&self, kind: WorkloadKind, known: &[Container]) -> Vec<Container> {
         let pod = match kind {
             WorkloadKind::Pod => Some(self),
             WorkloadKind::CronJob => self
@@ -156,9 +162,13 @@ impl Spec {
         for (list, init) in [(&pod.containers, false), (&pod.init_containers, true)] {
             for c in list.iter().flatten() {
                 if let (Some(name), Some(image)) = (&c.name, &c.image) {
+                    let image = known
+                        .iter()
+                        .find(|k| k.image.as_str() == image.trim())
+                        .map_or_else(|| Image::new(image), |k| k.image.clone());
                     out.push(Container {
                         name: name.as_str().into(),
-                        image: Image::new(image),
+                        image,
                         init,
                     });
                 }

@@ -84,6 +84,12 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 /// and audit, against an index holding releases.
 pub fn admission(data: &[u8]) {
     let idx = index();
+    // The one-pass typed reading never reads a body differently from the careful one.
+    assert_ne!(
+        helm_guard::admission::readings_agree(data, &Settings::new(Mode::Enforce)),
+        Some(false),
+        "the typed and careful readings differ"
+    );
     for webhook in [Webhook::Validate, Webhook::Mutate] {
         for mode in [Mode::Enforce, Mode::Audit] {
             let mut settings = Settings::new(mode);

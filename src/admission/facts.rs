@@ -2,11 +2,12 @@
 //! out of the raw objects — metadata, owner references, container images old and new, who owns
 //! each image field in `managedFields`, and a release record decoded within its limits.
 
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::ReviewError;
-use super::wire::{self, Request};
+use std::borrow::Cow;
+
+use super::wire::{self, Request, Slot};
 use crate::actor::{ManagedEntry, WriterFacts};
 use crate::helm::ReleaseKey;
 use crate::helm::record::index_record;
@@ -19,40 +20,75 @@ use crate::workload::{Container, Spec, WorkloadKind};
 /// An object of the request, read as far as the guard needs: metadata, and for a workload
 /// the containers of its pod template.
 struct Read<'a> {
-    meta: wire::Meta<'a>,
+    meta: Cow<'a, wire::Meta<'a>>,
     containers: Vec<Container>,
 }
 
 fn read<'a>(
-    raw: Option<&'a RawValue>,
+    slot: Option<&'a Slot<'a>>,
     kind: Option<WorkloadKind>,
     which: &'static str,
+    known: &[Container],
 ) -> Result<Option<Read<'a>>, ReviewError> {
-    let Some(raw) = raw else { return Ok(None) };
-    if raw.get() == "null" {
-        return Ok(None);
-    }
+    let raw = match slot {
+        None => return Ok(None),
+        Some(Slot::Read(obj)) => return read_object(obj, kind, which, known).map(Some),
+        Some(Slot::Raw(raw)) if raw.get() == "null" => return Ok(None),
+        Some(Slot::Raw(raw)) => raw,
+    };
     Ok(Some(match kind {
         Some(kind) => {
             let obj: wire::Object<'_, Spec> =
                 serde_json::from_str(raw.get()).map_err(|_| ReviewError::Spec { which, kind })?;
-            if obj.kind.as_deref().is_some_and(|k| k != kind.as_str()) {
-                return Err(ReviewError::KindMismatch { which, kind });
-            }
+            check_kind(&obj, kind, which)?;
             Read {
-                containers: obj.spec.unwrap_or_default().containers(kind),
-                meta: obj.metadata,
+                containers: obj.spec.unwrap_or_default().containers_reusing(kind, known),
+                meta: Cow::Owned(obj.metadata),
             }
         }
         None => {
             let obj: wire::Object<'_> =
                 serde_json::from_str(raw.get()).map_err(|_| ReviewError::Object { which })?;
             Read {
-                meta: obj.metadata,
+                meta: Cow::Owned(obj.metadata),
                 containers: Vec::new(),
             }
         }
     }))
+}
+
+/// An object the typed pass has already read: the same checks as a raw one.
+fn read_object<'a>(
+    obj: &'a wire::Object<'a, Spec>,
+    kind: Option<WorkloadKind>,
+    which: &'static str,
+    known: &[Container],
+) -> Result<Read<'a>, ReviewError> {
+    let containers = match kind {
+        Some(kind) => {
+            check_kind(obj, kind, which)?;
+            obj.spec
+                .as_ref()
+                .map(|s| s.containers_reusing(kind, known))
+                .unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    Ok(Read {
+        meta: Cow::Borrowed(&obj.metadata),
+        containers,
+    })
+}
+
+fn check_kind<S>(
+    obj: &wire::Object<'_, S>,
+    kind: WorkloadKind,
+    which: &'static str,
+) -> Result<(), ReviewError> {
+    if obj.kind.as_deref().is_some_and(|k| k != kind.as_str()) {
+        return Err(ReviewError::KindMismatch { which, kind });
+    }
+    Ok(())
 }
 
 fn managed(meta: Option<&wire::Meta<'_>>) -> Vec<ManagedEntry> {
@@ -125,7 +161,11 @@ fn record_of(req: &Request<'_>, settings: &Settings) -> Option<RecordFacts> {
     if !core || !matches!(req.kind.kind.as_str(), "Secret" | "ConfigMap") {
         return None;
     }
-    let mut obj: Value = serde_json::from_str(req.object.as_ref()?.get()).ok()?;
+    // Secrets and ConfigMaps always come through the careful reading, object kept raw.
+    let Some(Slot::Raw(raw)) = &req.object else {
+        return None;
+    };
+    let mut obj: Value = serde_json::from_str(raw.get()).ok()?;
     if !obj.is_object() {
         return None;
     }
@@ -156,8 +196,9 @@ pub fn workload_kind(req: &Request<'_>) -> Option<WorkloadKind> {
 /// must carry a readable object of the request's kind.
 pub fn facts(req: &Request<'_>, settings: &Settings) -> Result<Facts, ReviewError> {
     let kind = workload_kind(req);
-    let object = read(req.object, kind, "new")?;
-    let old = read(req.old_object, kind, "old")?;
+    let object = read(req.object.as_ref(), kind, "new", &[])?;
+    let known = object.as_ref().map_or(&[][..], |o| &o.containers[..]);
+    let old = read(req.old_object.as_ref(), kind, "old", known)?;
     if let Some(kind) = kind
         && matches!(
             req.operation,
@@ -167,8 +208,8 @@ pub fn facts(req: &Request<'_>, settings: &Settings) -> Result<Facts, ReviewErro
     {
         return Err(ReviewError::NoObject { kind });
     }
-    let meta = object.as_ref().map(|o| &o.meta);
-    let old_meta = old.as_ref().map(|o| &o.meta);
+    let meta = object.as_ref().map(|o| &*o.meta);
+    let old_meta = old.as_ref().map(|o| &*o.meta);
     let annotation = |m: Option<&wire::Meta<'_>>, k: &str| {
         m.and_then(|m| m.annotations.as_ref())
             .and_then(|a| a.get(k))

@@ -35,6 +35,8 @@ pub(crate) mod wire;
 pub use facts::{facts, workload_kind};
 pub use wire::Request;
 
+pub use crate::text::rfc3339;
+
 /// The only AdmissionReview version the webhook configurations ask for.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -228,9 +230,50 @@ fn quoted(raw: Option<&RawValue>) -> String {
     raw.map_or_else(|| "missing".to_owned(), |r| text::shown(r.get(), 64))
 }
 
-/// Parses an AdmissionReview from JSON: the one parse of a request body. On failure, the uid
-/// when one could be read, and why.
+/// Parses an AdmissionReview from JSON. On failure, the uid when one could be read, and why.
+///
+/// A well-formed review is read in one typed pass; anything that pass does not take goes to
+/// the careful reading, which says what is wrong (see [`wire`]).
 pub fn parse(body: &[u8]) -> Result<Request<'_>, (String, ReviewError)> {
+    match parse_typed(body) {
+        Some(req) => Ok(req),
+        None => parse_careful(body),
+    }
+}
+
+/// The one-pass reading of a well-formed review; `None` when the careful one must decide.
+fn parse_typed(body: &[u8]) -> Option<Request<'_>> {
+    // JSON is UTF-8 throughout, ignored strings included; the parser checks only the strings
+    // it keeps, so the whole body is checked once here (the careful reading names the error).
+    let text = std::str::from_utf8(body).ok()?;
+    let review: wire::TypedReview<'_> = serde_json::from_str(text).ok()?;
+    if review.api_version != Some(API_VERSION) || review.kind != Some("AdmissionReview") {
+        return None;
+    }
+    let r = review.request?;
+    let kind = r.kind?;
+    // A release record is read whole from its raw object, which only the careful path keeps.
+    if kind.group.is_empty() && matches!(kind.kind.as_str(), "Secret" | "ConfigMap") {
+        return None;
+    }
+    Some(Request {
+        uid: r.uid.filter(|u| !u.is_empty())?,
+        kind,
+        sub_resource: r.sub_resource,
+        name: r.name.unwrap_or_default(),
+        namespace: r.namespace,
+        operation: r.operation?,
+        user_info: r.user_info.unwrap_or_default(),
+        object: r.object.map(|o| wire::Slot::Read(Box::new(o))),
+        old_object: r.old_object.map(|o| wire::Slot::Read(Box::new(o))),
+        dry_run: r.dry_run,
+        options: r.options,
+    })
+}
+
+/// Reads the review field by field, so that a field of the wrong shape is named and the uid
+/// still answered.
+fn parse_careful(body: &[u8]) -> Result<Request<'_>, (String, ReviewError)> {
     let review: wire::RawReview<'_> =
         serde_json::from_slice(body).map_err(|e| (String::new(), json_error(&e)))?;
     let uid: String = review
@@ -267,13 +310,26 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, (String, ReviewError)> {
                 category: "missing",
             })?,
             user_info: field(raw.user_info, "userInfo")?.unwrap_or_default(),
-            object: raw.object,
-            old_object: raw.old_object,
+            object: raw.object.map(wire::Slot::Raw),
+            old_object: raw.old_object.map(wire::Slot::Raw),
             dry_run: field(raw.dry_run, "dryRun")?,
             options: field(raw.options, "options")?,
         })
     };
     typed().map_err(fail)
+}
+
+/// Whether the two readings of `body` agree: `Some(true)` when the typed pass took it and the
+/// careful reading prepares exactly the same request, `Some(false)` when they differ, `None`
+/// when only the careful reading takes it. For tests and the fuzzer.
+#[doc(hidden)]
+pub fn readings_agree(body: &[u8], settings: &Settings) -> Option<bool> {
+    let typed = parse_typed(body)?;
+    let Ok(careful) = parse_careful(body) else {
+        return Some(false);
+    };
+    let show = |req: &Request<'_>| format!("{:?}", prepare_request(req, settings));
+    Some(show(&typed) == show(&careful))
 }
 
 fn meta_of(req: &Request<'_>) -> RequestMeta {
@@ -388,12 +444,26 @@ impl Reviewed {
             }
             Outcome::NotChecked(_) => {}
         }
-        serde_json::to_vec(&wire::ResponseReview {
+        // Sized up front: grown from empty, the buffer was reallocated a dozen times per answer.
+        let estimate = 256
+            + warnings.iter().map(|w| w.len() + 8).sum::<usize>()
+            + response.status.as_ref().map_or(0, |s| s.message.len() * 2)
+            + response.patch.as_ref().map_or(0, String::len)
+            + response
+                .audit_annotations
+                .iter()
+                .map(|(k, v)| k.len() + v.len() * 2 + 8)
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(estimate);
+        let review = wire::ResponseReview {
             api_version: API_VERSION,
             kind: "AdmissionReview",
             response,
-        })
-        .unwrap_or_default()
+        };
+        match serde_json::to_writer(&mut out, &review) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The denial or error message, if the request is not allowed.
@@ -404,27 +474,6 @@ impl Reviewed {
             Outcome::NotChecked(_) => None,
         }
     }
-}
-
-/// RFC 3339 UTC time of `t`, second precision (the format of `managedFields` times).
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant's algorithm), valid for the Unix era onwards.
-    let z = days as i64 + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
 #[cfg(test)]

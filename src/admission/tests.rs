@@ -213,3 +213,136 @@ fn the_event_reference_comes_from_the_one_parse() {
     assert_eq!(m.object_uid.as_deref(), Some("1234"));
     assert_eq!(m.name, "api", "the object's name when the request has none");
 }
+
+/// The typed pass reads exactly what the careful reading reads, or leaves the body to it.
+#[test]
+fn the_typed_pass_agrees_with_the_careful_reading() {
+    use crate::demo::fixtures::Edit;
+    let mut bases = vec![
+        wrap(request("UPDATE", Some(deployment("web")))),
+        wrap(request("CREATE", Some(deployment("web")))),
+        wrap(request("DELETE", None)),
+    ];
+    let edit = Edit::kubectl_set_image(
+        crate::workload::WorkloadKind::StatefulSet,
+        "shop",
+        "web",
+        "web",
+        &[("app", "nginx:1"), ("sidecar", "envoy:1.30")],
+        &[("app", "nginx:2"), ("sidecar", "envoy:1.30")],
+    );
+    for e in [
+        edit.clone(),
+        edit.clone().by_helm(),
+        edit.with_break_glass("CANARY reason"),
+    ] {
+        bases.push(serde_json::to_vec(&e.review("u-2")).expect("json"));
+    }
+    type Mutation<'a> = (&'a str, &'a dyn Fn(&mut Value));
+    let mutations: Vec<Mutation<'_>> = vec![
+        ("as is", &|_| {}),
+        ("name null", &|r| r["request"]["name"] = Value::Null),
+        ("name number", &|r| r["request"]["name"] = json!(5)),
+        ("uid number", &|r| r["request"]["uid"] = json!(5)),
+        ("uid empty", &|r| r["request"]["uid"] = json!("")),
+        ("no kind", &|r| r["request"]["kind"] = Value::Null),
+        ("kind Secret", &|r| {
+            r["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Secret"})
+        }),
+        ("kind Service", &|r| {
+            r["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Service"})
+        }),
+        ("operation unknown", &|r| {
+            r["request"]["operation"] = json!("PATCH")
+        }),
+        ("dryRun string", &|r| r["request"]["dryRun"] = json!("yes")),
+        ("dryRun true", &|r| r["request"]["dryRun"] = json!(true)),
+        ("userInfo list", &|r| {
+            r["request"]["userInfo"] = json!(["alice"])
+        }),
+        ("options fieldManager", &|r| {
+            r["request"]["options"] = json!({"fieldManager": "helm"})
+        }),
+        ("options number", &|r| {
+            r["request"]["options"] = json!({"fieldManager": 5})
+        }),
+        ("subResource scale", &|r| {
+            r["request"]["subResource"] = json!("scale")
+        }),
+        ("object null", &|r| r["request"]["object"] = Value::Null),
+        ("object list", &|r| {
+            r["request"]["object"] = json!(["Deployment", {}, {}])
+        }),
+        ("object string", &|r| {
+            r["request"]["object"] = json!("CANARY")
+        }),
+        ("object empty", &|r| r["request"]["object"] = json!({})),
+        ("object of another kind", &|r| {
+            r["request"]["object"]["kind"] = json!("Pod")
+        }),
+        ("image number", &|r| {
+            if let Some(c) = r.pointer_mut("/request/object/spec/template/spec/containers/0") {
+                c["image"] = json!(5);
+            }
+        }),
+        ("annotations with a number", &|r| {
+            r["request"]["object"]["metadata"]["annotations"] = json!({"a": 1});
+        }),
+        ("labels as list", &|r| {
+            r["request"]["object"]["metadata"]["labels"] = json!(["x"])
+        }),
+        ("managedFields object", &|r| {
+            r["request"]["object"]["metadata"]["managedFields"] = json!({"manager": "x"});
+        }),
+        ("oldObject null", &|r| {
+            r["request"]["oldObject"] = Value::Null
+        }),
+        ("api version v1beta1", &|r| {
+            r["apiVersion"] = json!("admission.k8s.io/v1beta1")
+        }),
+        ("no request", &|r| r["request"] = Value::Null),
+    ];
+    let settings = Settings::new(Mode::Enforce);
+    let (mut typed, mut total) = (0, 0);
+    for base in &bases {
+        let base: Value = serde_json::from_slice(base).expect("json");
+        for (name, mutate) in &mutations {
+            let mut r = base.clone();
+            mutate(&mut r);
+            let body = serde_json::to_vec(&r).expect("json");
+            // The same body with text-level twists the typed pass must leave alone.
+            let text = String::from_utf8(body.clone()).expect("utf-8");
+            let twisted = [
+                body.clone(),
+                text.replacen("\"request\":{", "\"request\":{\"uid\":\"dup\",", 1)
+                    .into_bytes(),
+                text.replacen("admission.k8s.io/v1", "admission.k8s.io\\/v1", 1)
+                    .into_bytes(),
+                text.replacen("\"nginx:", "\"ngin\\u0078:", 1).into_bytes(),
+                text.replacen("\"apps/v1\"", "\"apps/\u{fffd}\"", 1)
+                    .replace('\u{fffd}', "\u{0}")
+                    .into_bytes()
+                    .into_iter()
+                    .map(|b| if b == 0 { 0xff } else { b })
+                    .collect(),
+            ];
+            for (k, body) in twisted.iter().enumerate() {
+                total += 1;
+                let agree = readings_agree(body, &settings);
+                if *name == "as is" && k == 0 {
+                    assert_eq!(
+                        agree,
+                        Some(true),
+                        "a well-formed review takes the typed pass"
+                    );
+                }
+                match agree {
+                    Some(true) => typed += 1,
+                    Some(false) => panic!("{name} (twist {k}): the readings differ"),
+                    None => {}
+                }
+            }
+        }
+    }
+    assert!(typed > 0 && typed < total, "typed {typed} of {total}");
+}

@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod json_line;
 mod logs;
 mod serve;
 
@@ -66,10 +67,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Sets up logging. `serve` logs JSON to stdout through a writer thread ([`logs`]), so a slow
 /// stdout (a stalled log shipper) never blocks a request worker: lines are buffered (up to
-/// 8 MiB) and, past that, dropped and counted rather than stall admission. The one-shot commands log to stderr so
-/// that their stdout stays machine-readable. JSON lines carry each key once: the event's
-/// fields at the top level, the current span (a watch's resource and namespace) as one
-/// `span` object, no span list repeating it.
+/// 8 MiB) and, past that, dropped and counted rather than stall admission. The one-shot
+/// commands log to stderr so that their stdout stays machine-readable. JSON lines ([`json_line`]) carry each key once:
+/// the event's fields at the top level, the current span (a watch's resource and namespace)
+/// as one `span` object, no span list repeating it.
 /// Colours only on a terminal.
 fn init_logs(format: LogFormat, default: &str, stderr: bool) -> Option<logs::Flush> {
     use std::io::IsTerminal as _;
@@ -103,10 +104,8 @@ fn init_logs(format: LogFormat, default: &str, stderr: bool) -> Option<logs::Flu
     };
     let _ = match format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json_line::JsonLine)
             .with_writer(writer)
             .try_init(),
         LogFormat::Text => builder.with_ansi(ansi).with_writer(writer).try_init(),
