@@ -22,13 +22,26 @@ pub struct Fleet {
     /// The deployed revision of every release, in order.
     pub deployed: Vec<Arc<RevisionIndex>>,
     pub records: usize,
+    /// The release Secrets themselves, when asked for ([`fleet_with_secrets`]).
+    pub secrets: Vec<serde_json::Value>,
 }
 
 pub fn fleet(n: usize) -> Fleet {
+    build(n, false)
+}
+
+/// [`fleet`], keeping every release Secret (to write them out for `serve --releases`).
+#[allow(dead_code)]
+pub fn fleet_with_secrets(n: usize) -> Fleet {
+    build(n, true)
+}
+
+fn build(n: usize, keep: bool) -> Fleet {
     let charts: Vec<Chart> = (1..=3).map(|k| app_chart(k * 9_000)).collect();
     let mut index = Index::default();
     let mut deployed = Vec::with_capacity(n);
     let mut records = 0;
+    let mut secrets = Vec::new();
     for i in 0..n {
         let name = format!("svc-{i:04}");
         let namespace = format!("team-{:02}", i % 40);
@@ -54,7 +67,8 @@ pub fn fleet(n: usize) -> Fleet {
         }
         let mut dep = None;
         for r in &h.revisions {
-            let rev = index_record(&r.secret(), DecodeLimits::default())
+            let secret = r.secret();
+            let rev = index_record(&secret, DecodeLimits::default())
                 .expect("a release record")
                 .expect("the record decodes");
             assert_eq!(rev.unparsable_documents, 0, "fixture manifest parses");
@@ -63,6 +77,9 @@ pub fn fleet(n: usize) -> Fleet {
             }
             index.apply(rev);
             records += 1;
+            if keep {
+                secrets.push(secret);
+            }
         }
         deployed.push(dep.expect("a deployed revision"));
     }
@@ -70,6 +87,7 @@ pub fn fleet(n: usize) -> Fleet {
         index,
         deployed,
         records,
+        secrets,
     }
 }
 

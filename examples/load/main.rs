@@ -6,7 +6,12 @@
 //!                                        [--releases 1000] [--no-logs]
 //! cargo run --release --example load -- --soak 120 --rate 400 [--concurrency 32]
 //!                                        [--warmup 20] [--sample-every 5] [--idle 10]
+//! cargo run --release --example load -- --write DIR [--releases 1000]
 //! ```
+//!
+//! `--write DIR` writes the two compare reviews (`review-4k.json`, `review-32k.json`) and the
+//! fleet's release Secrets (`releases.json`, a List) and exits: the inputs of
+//! `../shared/bench/compare.sh`, which runs the built binary against the floor under `wrk`.
 //!
 //! Both modes index `--releases` Helm releases (every record decoded by the real path) and
 //! serve them with `server::start` as shipped, on 127.0.0.1:0 with an in-memory certificate;
@@ -64,6 +69,7 @@ struct Args {
     warmup: u64,
     sample_every: u64,
     idle: u64,
+    write: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -78,6 +84,7 @@ fn parse_args() -> anyhow::Result<Args> {
         warmup: 20,
         sample_every: 5,
         idle: 10,
+        write: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -97,6 +104,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--warmup" => a.warmup = value("--warmup")?,
             "--sample-every" => a.sample_every = value("--sample-every")?,
             "--idle" => a.idle = value("--idle")?,
+            "--write" => a.write = Some(it.next().context("--write needs a directory")?.into()),
             "-h" | "--help" => {
                 println!(
                     "load [--concurrency N] [--seconds S] [--rounds N] [--releases N] [--no-logs]\n\
@@ -143,6 +151,9 @@ fn allocator() -> String {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if let Some(dir) = &args.write {
+        return write_inputs(dir, args.releases);
+    }
     tls::install_provider();
     if args.logs {
         let _ = tracing_subscriber::fmt()
@@ -416,4 +427,25 @@ fn soak(
             .join(" ")
     );
     Ok(tally.errors == 0 && tally.wrong_verdicts == 0)
+}
+
+/// `--write DIR`: the compare reviews and the fleet's Secrets, for `compare.sh`.
+fn write_inputs(dir: &std::path::Path, releases: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let fleet = support::fleet::fleet_with_secrets(releases);
+    for (file, target, rich) in [("review-4k.json", 4 << 10, false), ("review-32k.json", 32 << 10, true)] {
+        let work = reviews::drift(&fleet, target, rich);
+        std::fs::write(dir.join(file), &work.body)?;
+        println!("{file}: {} bytes", work.body.len());
+    }
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": fleet.secrets});
+    let bytes = serde_json::to_vec(&list)?;
+    std::fs::write(dir.join("releases.json"), &bytes)?;
+    println!(
+        "releases.json: {} releases, {} records, {} MiB",
+        releases,
+        fleet.records,
+        bytes.len() >> 20
+    );
+    Ok(())
 }
