@@ -38,7 +38,6 @@ use base64::engine::general_purpose::STANDARD;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 
 use helm_guard::demo::build::{Chart, History, ReleaseRecord};
@@ -508,6 +507,39 @@ fn serve(n: usize, revs: usize) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The per-record probe: `fleet probe N REVS` parses and decodes the records of N releases as
+// a list does (`watch::decode_listed`) on one thread and prints the mean cost per record by
+// the status its labels carry (where a cold start's time goes, without the list around it).
+
+fn probe(n: usize, revs: usize) {
+    let mut by_status: std::collections::BTreeMap<String, (usize, Duration)> = Default::default();
+    for i in 0..n {
+        for text in release_secrets(i, revs) {
+            let t = Instant::now();
+            let obj: watch::SecretRecord = serde_json::from_str(&text).expect("a Secret");
+            let record = watch::decode_listed(&obj, DecodeLimits::default());
+            let spent = t.elapsed();
+            let status = obj
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("status").cloned())
+                .unwrap_or_default();
+            assert!(matches!(record, watch::Record::Revision(..)), "{record:?}");
+            let e = by_status.entry(status).or_default();
+            e.0 += 1;
+            e.1 += spent;
+        }
+    }
+    for (status, (count, spent)) in by_status {
+        println!(
+            "{status:>12}: {count:>6} records, {:>8.1} µs per record",
+            spent.as_secs_f64() * 1e6 / count.max(1) as f64
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The measured process.
 
 fn status_kib(field: &str) -> u64 {
@@ -524,6 +556,22 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds this process has used (user + system, every thread), from `/proc/self/stat`:
+/// with the wall time it says whether a phase was CPU-bound or waiting.
+fn cpu_seconds() -> f64 {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start at ") ".
+            let rest = s.rsplit_once(") ")?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on every Linux this runs on.
+    ticks as f64 / 100.0
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -536,6 +584,12 @@ fn reset_peak() {
 fn main() {
     helm_guard::tls::install_provider();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("probe") {
+        let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(500);
+        let revs = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10);
+        probe(n, revs);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("serve") {
         let n = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
         let revs = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(3);
@@ -575,11 +629,12 @@ fn main() {
     let source = feed.add_source(RecordKind::Secret, None);
     let base = status_kib("VmRSS:");
     reset_peak();
+    let cpu = cpu_seconds();
     let t = Instant::now();
     rt.spawn(watch::drive(
         feed.clone(),
         source,
-        watch::watch_stream::<Secret>(client, None),
+        watch::watch_stream::<watch::SecretRecord>(client, None),
     ));
     while !ready.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(5));
@@ -588,7 +643,8 @@ fn main() {
     let (rss, peak) = (status_kib("VmRSS:"), status_kib("VmHWM:"));
     let releases = index.read().map_or(0, |i| i.len());
     println!(
-        "initial sync: {n} releases x {revs} revisions ready in {ready_in:.2?}; index holds {releases} releases"
+        "initial sync: {n} releases x {revs} revisions ready in {ready_in:.2?} ({:.1} s of CPU); index holds {releases} releases",
+        cpu_seconds() - cpu
     );
     println!(
         "  RSS before {:.1} MiB, after sync {:.1} MiB, peak {:.1} MiB; {} bytes per release (RSS growth / releases); target {:.1} MiB",
@@ -601,6 +657,7 @@ fn main() {
 
     // One forced relist: every watch ends with 410, kube's watcher lists again.
     reset_peak();
+    let cpu = cpu_seconds();
     let t = Instant::now();
     // The relist marks the watch stale, then fresh again once applied. The expiry is asked
     // again until it lands (the watch may be between connections).
@@ -625,8 +682,9 @@ fn main() {
     }
     let (rss2, peak2) = (status_kib("VmRSS:"), status_kib("VmHWM:"));
     println!(
-        "forced relist: applied in {:.2?}; RSS after {:.1} MiB, peak during {:.1} MiB (+{:.1} MiB over the synced index)",
+        "forced relist: applied in {:.2?} ({:.1} s of CPU); RSS after {:.1} MiB, peak during {:.1} MiB (+{:.1} MiB over the synced index)",
         t.elapsed(),
+        cpu_seconds() - cpu,
         mib(rss2),
         mib(peak2),
         mib(peak2.saturating_sub(rss))

@@ -23,17 +23,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::ListParams;
-use kube::core::DeserializeGuard;
 use kube::{Api, Client};
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::helm::{RecordKind, ReleaseKey};
+use crate::helm::{RecordKind, ReleaseKey, Status};
 use crate::metrics::LookupMetrics;
 use crate::policy::{Facts, Operation, RecordFacts, Releases};
-use crate::watch::{Feed, Record, ReleaseObject, decode_object};
+use crate::watch::{ConfigMapRecord, Feed, Record, ReleaseObject, SecretRecord, decode_object};
 
 /// Bounds and cache lifetimes of the fallback.
 #[derive(Clone, Debug)]
@@ -69,6 +67,10 @@ pub enum Want {
     Release,
     /// A `pending-*` revision (a write that claims to be Helm).
     Pending,
+    /// The release with every revision read: the stale-value check of a `pending-upgrade`
+    /// or `pending-rollback` record walks the history, and a cold start leaves superseded
+    /// revisions unread (`watch::decode_listed`).
+    History,
 }
 
 /// What [`Fallback::ensure`] did.
@@ -167,10 +169,12 @@ impl Fallback {
     }
 
     fn satisfied(&self, key: &ReleaseKey, want: Want) -> bool {
-        let view = self.feed.index().release(key);
+        let index = self.feed.index().read().unwrap_or_else(|e| e.into_inner());
+        let view = index.release(key);
         match want {
             Want::Release => view.is_some(),
             Want::Pending => view.is_some_and(|v| v.pending.is_some()),
+            Want::History => view.is_some() && !index.has_unread(key),
         }
     }
 
@@ -228,9 +232,9 @@ impl Fallback {
         let selector = format!("owner=helm,name={}", key.name);
         // The feed's limits, so the watch and the fallback decode alike.
         let limits = self.feed.limits();
-        let secrets = list::<Secret>(&self.client, &key.namespace, &selector, limits);
+        let secrets = list::<SecretRecord>(&self.client, &key.namespace, &selector, limits);
         let (secrets, config_maps) = if self.config.configmaps {
-            let cms = list::<ConfigMap>(&self.client, &key.namespace, &selector, limits);
+            let cms = list::<ConfigMapRecord>(&self.client, &key.namespace, &selector, limits);
             let (s, c) = tokio::join!(secrets, cms);
             (s, Some(c))
         } else {
@@ -250,13 +254,13 @@ impl Fallback {
                 .into_iter()
                 .filter(|r| match r {
                     // Only records of this very release count (the label could lie).
-                    Record::Revision(rev) => rev.release == *key,
+                    Record::Revision(rev, _) => rev.release == *key,
                     _ => true,
                 })
                 .collect();
             found += records
                 .iter()
-                .filter(|r| matches!(r, Record::Revision(_)))
+                .filter(|r| matches!(r, Record::Revision(..)))
                 .count();
             self.feed.apply_lookup(kind, &key.namespace, records);
         }
@@ -275,7 +279,7 @@ async fn list<K: ReleaseObject>(
     selector: &str,
     limits: crate::helm::DecodeLimits,
 ) -> Result<Vec<Record>, String> {
-    let api: Api<DeserializeGuard<K>> = Api::namespaced(client.clone(), namespace);
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let list = api
         .list(&ListParams::default().labels(selector))
         .await
@@ -323,6 +327,12 @@ pub fn hint(facts: &Facts, helm_managers: &[String]) -> Option<(ReleaseKey, Want
     }
     if let Some(record) = &facts.record {
         return match record {
+            // Only these are checked against the history (`policy::record`).
+            RecordFacts::Decoded(rev)
+                if matches!(rev.status, Status::PendingUpgrade | Status::PendingRollback) =>
+            {
+                Some((rev.release.clone(), Want::History))
+            }
             RecordFacts::Decoded(rev) => Some((rev.release.clone(), Want::Release)),
             RecordFacts::Undecodable(_) => None,
         };
@@ -392,6 +402,18 @@ mod tests {
         assert_eq!(
             hint_of(record),
             Some((ReleaseKey::new("db", "db"), Want::Release))
+        );
+        // A pending upgrade is checked against the history: every revision must be read.
+        let mut upgrading = history.clone();
+        upgrading.begin_upgrade(
+            &crate::demo::build::postgres_chart("14.1.0", "15.5.0"),
+            json!({}),
+            crate::values::coalesce::UpgradeValues::Default,
+        );
+        let record = record_review("u", &upgrading.last().secret(), "CREATE", "helm");
+        assert_eq!(
+            hint_of(record),
+            Some((ReleaseKey::new("db", "db"), Want::History))
         );
     }
 }

@@ -295,6 +295,11 @@ pub fn stale_values(index: &Index, key: &ReleaseKey) -> Vec<StaleValue> {
         return Vec::new();
     };
     let summaries: Vec<&ValuesSummary> = history.iter().map(|r| &r.values).collect();
+    // Unknown until the revisions it needs are read (a cold start leaves superseded ones
+    // unread): reported as nothing rather than guessed.
+    if values::unread_in_analysis(&summaries, &newest.values).is_some() {
+        return Vec::new();
+    }
     let stale = values::analyze(&summaries, &newest.values);
     if stale.is_empty() {
         return Vec::new();

@@ -147,6 +147,34 @@ impl Index {
         }
     }
 
+    /// Whether the index holds `revision` of `release` as read from its record (not an
+    /// unread stand-in, see [`RevisionIndex::unread`]).
+    pub fn holds_read(&self, release: &ReleaseKey, revision: u32) -> bool {
+        self.releases
+            .get(release)
+            .and_then(|e| e.revisions.get(&revision))
+            .is_some_and(|r| r.is_read())
+    }
+
+    /// The releases with an unread revision, sorted.
+    pub fn unread_releases(&self) -> Vec<ReleaseKey> {
+        let mut keys: Vec<ReleaseKey> = self
+            .releases
+            .iter()
+            .filter(|(_, e)| e.revisions.values().any(|r| !r.is_read()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Whether any revision of `release` is an unread stand-in.
+    pub fn has_unread(&self, release: &ReleaseKey) -> bool {
+        self.releases
+            .get(release)
+            .is_some_and(|e| e.revisions.values().any(|r| !r.is_read()))
+    }
+
     /// Records that a record of `release` at `revision` did not decode (`why` names the object
     /// and the error's category, never content).
     pub fn mark_broken(&mut self, release: ReleaseKey, revision: u32, why: String) {

@@ -868,7 +868,11 @@ async fn kube_watcher_lists_watches_and_relists_after_410_gone() {
         limits: DecodeLimits::default(),
     };
     let tasks = watch::spawn(&client, &config, &h.feed);
-    assert_eq!(tasks.len(), 1);
+    assert_eq!(
+        tasks.len(),
+        2,
+        "one watch and the reader of unread revisions"
+    );
 
     // (c) kube emits Init before its LIST: while the LIST hangs, not ready.
     eventually("LIST sent", || api.lists.load(Ordering::SeqCst) >= 1).await;

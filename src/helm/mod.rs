@@ -109,6 +109,26 @@ impl RevisionIndex {
         })
     }
 
+    /// A superseded revision known from its object's labels alone, its record not read (a
+    /// cold start defers them: no decision is judged against one, and the stale-value
+    /// analysis says when it would need one, see [`crate::values::unread_in_analysis`]).
+    pub fn unread(release: ReleaseKey, revision: u32) -> Arc<Self> {
+        Arc::new(Self {
+            release,
+            revision,
+            status: Status::Superseded,
+            chart: ChartRef::default(),
+            workloads: Box::default(),
+            unparsable_documents: 0,
+            values: ValuesSummary::unread(revision),
+        })
+    }
+
+    /// Whether the record was read (not an [`Self::unread`] stand-in).
+    pub fn is_read(&self) -> bool {
+        self.values.is_read()
+    }
+
     pub fn workload(&self, key: &WorkloadKey) -> Option<&WorkloadImages> {
         self.workloads
             .binary_search_by(|w| w.key.cmp(key))

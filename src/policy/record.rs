@@ -60,6 +60,18 @@ pub(super) fn decide(
         .filter(|r| r.revision != rev.revision)
         .map(|r| &r.values)
         .collect();
+    // A cold start leaves superseded revisions unread; the fallback lookup reads them before
+    // this runs. Should it not have (timed out, failed), say so rather than guess.
+    if let Some(unread) = values::unread_in_analysis(&others, &rev.values) {
+        return Verdict::notice(
+            webhook,
+            actor,
+            &format!(
+                "helm-guard: release record not checked for stale values: revision {unread} of release {} was not read yet",
+                rev.release
+            ),
+        );
+    }
     let pins = values::analyze(&others, &rev.values);
     if pins.is_empty() {
         return v;

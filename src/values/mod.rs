@@ -101,7 +101,7 @@ pub use advice::drop_command;
 pub use path::{PathSegment, escape_key, join_path, split_path};
 pub use pins::{Advice, RevisionValues, StalePin, stale_pins};
 pub use scan::{count_leaves, image_paths};
-pub use summary::{Persisted, ValuesSummary, analyze, persisted, reused};
+pub use summary::{Persisted, ValuesSummary, analyze, persisted, reused, unread_in_analysis};
 
 /// One image-valued path and its value, e.g. `("cache.image.tag", "7.2.4")`.
 pub type ImageValue = (String, String);

@@ -37,44 +37,59 @@ fn is_image_key(key: &str) -> bool {
 
 /// Keys whose map (or list) value describes an image: every scalar inside counts.
 fn is_image_map_key(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
-    lower == "image"
-        || lower == "images"
+    key.eq_ignore_ascii_case("image")
+        || key.eq_ignore_ascii_case("images")
         || key.ends_with("Image")
         || key.ends_with("Images")
         || ["_image", "-image", "_images", "-images"]
             .iter()
-            .any(|s| lower.ends_with(s))
+            .any(|s| ends_with_ci(key, s))
+}
+
+/// `key` ends with `suffix` (lowercase ASCII), ignoring ASCII case: what lowercasing the key
+/// first would say, without the allocation (this runs for every key of every values tree).
+fn ends_with_ci(key: &str, suffix: &str) -> bool {
+    key.len() >= suffix.len()
+        && key.as_bytes()[key.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
+/// Whether `key` contains any of `words` (lowercase ASCII), ignoring ASCII case.
+fn contains_any_ci(key: &str, words: &[&str]) -> bool {
+    let k = key.as_bytes();
+    words.iter().any(|w| {
+        let w = w.as_bytes();
+        k.len() >= w.len() && k.windows(w.len()).any(|win| win.eq_ignore_ascii_case(w))
+    })
 }
 
 /// A scalar under such a key is never taken, even inside an image map
 /// (`image.pullSecrets`, `image.password`, `imageCredentials.username`, …).
 fn is_secretish_leaf(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
-    [
-        "pass", "secret", "token", "cred", "auth", "key", "cert", "private", "salt", "cookie",
-        "session", "sign", "user", "login", "dsn", "conn",
-    ]
-    .iter()
-    .any(|w| lower.contains(w))
+    contains_any_ci(
+        key,
+        &[
+            "pass", "secret", "token", "cred", "auth", "key", "cert", "private", "salt", "cookie",
+            "session", "sign", "user", "login", "dsn", "conn",
+        ],
+    )
 }
 
 /// Subtrees under such keys are not entered at all.
 fn is_secret_subtree(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
-    ["password", "passwd", "secret", "token", "credential"]
-        .iter()
-        .any(|w| lower.contains(w))
+    contains_any_ci(
+        key,
+        &["password", "passwd", "secret", "token", "credential"],
+    )
 }
 
 /// Below such keys the free-form image-reference heuristic is off (`auth.users[0]: "u:1x"`).
 fn disables_heuristic(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
-    [
-        "pass", "secret", "token", "cred", "auth", "user", "login", "key", "env",
-    ]
-    .iter()
-    .any(|w| lower.contains(w))
+    contains_any_ci(
+        key,
+        &[
+            "pass", "secret", "token", "cred", "auth", "user", "login", "key", "env",
+        ],
+    )
 }
 
 #[derive(Clone, Copy, Default)]
@@ -97,14 +112,22 @@ impl Ctx {
     }
 }
 
+/// One step of the path being walked, borrowed from the tree: the owned path is only built
+/// for a value that is taken.
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
 #[derive(Default)]
-struct Walker {
-    segs: Vec<PathSegment>,
+struct Walker<'a> {
+    segs: Vec<Seg<'a>>,
     out: Vec<ImageValue>,
 }
 
-impl Walker {
-    fn walk(&mut self, v: &Value, leaf_key: Option<&str>, ctx: Ctx, depth: usize) {
+impl<'a> Walker<'a> {
+    fn walk(&mut self, v: &'a Value, leaf_key: Option<&'a str>, ctx: Ctx, depth: usize) {
         if depth > MAX_DEPTH || self.out.len() >= MAX_IMAGE_VALUES {
             return;
         }
@@ -114,25 +137,57 @@ impl Walker {
                     if k.len() > MAX_KEY_LEN || k.chars().any(char::is_control) {
                         continue;
                     }
-                    if matches!(child, Value::Object(_) | Value::Array(_)) && is_secret_subtree(k) {
-                        continue;
+                    self.segs.push(Seg::Key(k));
+                    match child {
+                        Value::Object(_) | Value::Array(_) if is_secret_subtree(k) => {}
+                        Value::Object(_) | Value::Array(_) => {
+                            self.walk(child, Some(k), ctx.enter(k), depth + 1);
+                        }
+                        _ if depth < MAX_DEPTH => self.leaf(child, k, ctx),
+                        _ => {}
                     }
-                    self.segs.push(PathSegment::Key(k.clone()));
-                    self.walk(child, Some(k), ctx.enter(k), depth + 1);
                     self.segs.pop();
                 }
             }
             Value::Array(a) => {
                 for (i, child) in a.iter().enumerate() {
-                    self.segs.push(PathSegment::Index(i));
+                    self.segs.push(Seg::Index(i));
                     // List elements inherit the list's key and context.
                     self.walk(child, leaf_key, ctx, depth + 1);
                     self.segs.pop();
                 }
             }
             Value::String(s) => self.scalar(s, leaf_key, ctx, true),
-            Value::Number(n) => self.scalar(&n.to_string(), leaf_key, ctx, false),
+            Value::Number(n) => {
+                if ctx.in_image_map || ctx.at_image_key {
+                    self.scalar(&n.to_string(), leaf_key, ctx, false);
+                }
+            }
             Value::Bool(_) | Value::Null => {}
+        }
+    }
+
+    /// A scalar `v` directly under `key` of a map walked in `parent` context.
+    fn leaf(&mut self, v: &Value, key: &str, parent: Ctx) {
+        if self.out.len() >= MAX_IMAGE_VALUES {
+            return;
+        }
+        let image_context = parent.in_image_map || is_image_key(key);
+        let value = match v {
+            Value::String(s) if image_context => is_image_component(s).then(|| s.clone()),
+            Value::String(s) => {
+                (!parent.heuristic_off && looks_like_image_ref(s) && !disables_heuristic(key))
+                    .then(|| s.clone())
+            }
+            Value::Number(n) if image_context => {
+                Some(n.to_string()).filter(|n| is_image_component(n))
+            }
+            _ => None,
+        };
+        if let Some(value) = value
+            && !is_secretish_leaf(key)
+        {
+            self.push(value);
         }
     }
 
@@ -150,8 +205,20 @@ impl Walker {
             is_string && !ctx.heuristic_off && looks_like_image_ref(s)
         };
         if take {
-            self.out.push((join_path(&self.segs), s.to_string()));
+            self.push(s.to_string());
         }
+    }
+
+    fn push(&mut self, value: String) {
+        let segs: Vec<PathSegment> = self
+            .segs
+            .iter()
+            .map(|s| match s {
+                Seg::Key(k) => PathSegment::Key((*k).to_owned()),
+                Seg::Index(i) => PathSegment::Index(*i),
+            })
+            .collect();
+        self.out.push((join_path(&segs), value));
     }
 }
 

@@ -15,6 +15,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -30,9 +31,39 @@ pub struct ValuesSummary {
     coalesced_digest: u64,
     chart_values_digest: u64,
     compacted: bool,
+    /// The record was not read (a superseded revision known from its labels at a cold
+    /// start): nothing above is known but the revision and its status.
+    unread: bool,
 }
 
 impl ValuesSummary {
+    /// A revision known only from its object's labels: superseded, not read. An analysis that
+    /// would consult it says so ([`unread_in_analysis`]) instead of guessing.
+    pub fn unread(revision: u32) -> Self {
+        Self {
+            values: RevisionValues {
+                revision,
+                chart_name: String::new(),
+                chart_version: String::new(),
+                status: Status::Superseded,
+                config_images: no_images(),
+                chart_default_images: no_images(),
+                config_leaf_count: 0,
+                reused_values: false,
+            },
+            coalesced_images: Vec::new(),
+            coalesced_digest: 0,
+            chart_values_digest: 0,
+            compacted: true,
+            unread: true,
+        }
+    }
+
+    /// Whether the record behind this summary was read (see [`Self::unread`]).
+    pub fn is_read(&self) -> bool {
+        !self.unread
+    }
+
     /// Drops what only the revision an upgrade starts from needs, once a newer revision is
     /// deployed: the coalesced image paths behind the `--reuse-values` fingerprint, and the
     /// chart defaults at paths its own `config` does not set (the stale-pin walk only ever
@@ -93,8 +124,17 @@ impl ValuesSummary {
             coalesced_digest: digest(&coalesced),
             chart_values_digest: digest(chart_values),
             compacted: false,
+            unread: false,
         }
     }
+}
+
+/// One shared empty list for every unread revision (the store compares lists by pointer
+/// first when it shares them).
+fn no_images() -> Arc<[ImageValue]> {
+    static EMPTY: std::sync::LazyLock<Arc<[ImageValue]>> =
+        std::sync::LazyLock::new(|| Arc::from(Vec::new()));
+    EMPTY.clone()
 }
 
 fn digest(v: &Value) -> u64 {
@@ -171,6 +211,47 @@ pub fn analyze(history: &[&ValuesSummary], new: &ValuesSummary) -> Vec<StalePin>
         .map(|s| s.values.clone())
         .collect();
     stale_pins(&older, &target)
+}
+
+/// The first revision that [`analyze`] or [`persisted`] of `new` would consult and that was
+/// not read ([`ValuesSummary::unread`]), if any: their answers are only right when this is
+/// `None`.
+///
+/// What they consult, and so all that an older revision is needed for: Helm's `current` for
+/// `new` (the `--reuse-values` fingerprint), and for each image value of `new`'s `config`,
+/// the revisions walking back from there while `config` holds the same value at that path,
+/// plus the first one that does not (it ends the walk). Failed and pending revisions are
+/// never walked; a `new` without image values in its `config` needs no older revision.
+pub fn unread_in_analysis(history: &[&ValuesSummary], new: &ValuesSummary) -> Option<u32> {
+    if new.values.config_images.is_empty() {
+        return None;
+    }
+    if let Some(p) = parent(history, new)
+        && !p.is_read()
+    {
+        return Some(p.values.revision);
+    }
+    let mut lineage: Vec<&ValuesSummary> = history
+        .iter()
+        .copied()
+        .filter(|s| {
+            s.values.revision < new.values.revision
+                && s.values.status != Status::Failed
+                && !s.values.status.is_pending()
+        })
+        .collect();
+    lineage.sort_by_key(|s| std::cmp::Reverse(s.values.revision));
+    for (path, value) in new.values.config_images.iter() {
+        for s in &lineage {
+            if !s.is_read() {
+                return Some(s.values.revision);
+            }
+            if s.values.config_value(path) != Some(value.as_str()) {
+                break;
+            }
+        }
+    }
+    None
 }
 
 /// One image value persisted in a revision's `config`, with its meaning.
@@ -330,5 +411,79 @@ mod tests {
         let side = p.iter().find(|x| x.path == "sidecar").expect("sidecar");
         assert_eq!(side.overrides, Some(true));
         assert!(!format!("{p:?}").contains(CANARY));
+    }
+
+    /// What an analysis needs read: Helm's `current` and the walk of each image value of
+    /// `config` back to (and including) the first revision that differs.
+    #[test]
+    fn unread_revisions_an_analysis_would_need() {
+        let cfg = |tag: &str| json!({"image": {"tag": tag}, "auth": {"password": CANARY}});
+        let rev = |n: u32, status: &str, tag: &str| {
+            ValuesSummary::of(
+                n,
+                "postgresql",
+                "12.0.0",
+                Status::parse(status),
+                &cfg(tag),
+                &chart("15"),
+            )
+        };
+        let unread = ValuesSummary::unread;
+        let (r1, r2, r3, u1, u2) = (
+            rev(1, "superseded", "11"),
+            rev(2, "superseded", "11"),
+            rev(3, "deployed", "11"),
+            unread(1),
+            unread(2),
+        );
+        let r2_other = rev(2, "superseded", "10");
+        let new_same = rev(4, "pending-upgrade", "11");
+        let new_fresh = rev(4, "pending-upgrade", "16");
+        let no_images = ValuesSummary::of(
+            4,
+            "postgresql",
+            "12.0.0",
+            Status::parse("pending-upgrade"),
+            &json!({"auth": {"password": CANARY}}),
+            &chart("15"),
+        );
+        // (name, history, new, first unread needed)
+        let cases: [(&str, Vec<&ValuesSummary>, &ValuesSummary, Option<u32>); 6] = [
+            ("all read", vec![&r1, &r2, &r3], &new_same, None),
+            (
+                "carried pin walks into unread",
+                vec![&u1, &u2, &r3],
+                &new_same,
+                Some(2),
+            ),
+            (
+                "walk ends at a read revision that differs",
+                vec![&u1, &r2_other, &r3],
+                &new_same,
+                None,
+            ),
+            (
+                "fresh value: the parent ends the walk",
+                vec![&u1, &u2, &r3],
+                &new_fresh,
+                None,
+            ),
+            (
+                "no image values: nothing needed",
+                vec![&u1, &u2, &r3],
+                &no_images,
+                None,
+            ),
+            (
+                "unread parent (no deployed revision)",
+                vec![&r1, &u2],
+                &new_fresh,
+                Some(2),
+            ),
+        ];
+        for (name, history, new, want) in cases {
+            assert_eq!(unread_in_analysis(&history, new), want, "{name}");
+        }
+        assert!(!u1.is_read() && r1.is_read());
     }
 }

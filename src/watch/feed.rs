@@ -17,6 +17,12 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use super::object::{ConfigMapRecord, SecretRecord};
 use crate::helm::record::{RECORD_PREFIX, kind_name, parse_record_name};
 use crate::helm::{DecodeError, DecodeLimits, RecordKind, RecordSource, ReleaseKey, RevisionIndex};
 use crate::metrics::StoreMetrics;
@@ -40,40 +46,126 @@ pub trait ReleaseObject:
     const KIND: RecordKind;
     /// The resource's plural (`secrets`), for metric labels.
     const RESOURCE: &'static str;
-    /// The Helm string in `data.release` (a Secret's after the API's own base64 layer),
-    /// or `None` if the object is not a release record.
-    fn helm_release(&self) -> Option<&[u8]>;
+    /// Whether the object holds a release record at all. Cheap: nothing is decoded.
+    fn holds(&self) -> Holds;
+    /// The Helm string in `data.release` (a Secret's with the API's own base64 layer
+    /// removed); `None` when that layer is not base64. Only asked when [`Self::holds`] says
+    /// [`Holds::Record`].
+    fn helm_release(&self) -> Option<Cow<'_, [u8]>>;
 }
 
-impl ReleaseObject for Secret {
-    const KIND: RecordKind = RecordKind::Secret;
-    const RESOURCE: &'static str = "secrets";
+/// What an object holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holds {
+    Record,
+    /// Not a release record (no `data.release`, another Secret type).
+    Other,
+    /// The object does not have the shape of its kind.
+    Invalid,
+}
 
-    fn helm_release(&self) -> Option<&[u8]> {
-        if self.type_.as_deref() != Some("helm.sh/release.v1") {
-            return None;
-        }
-        self.data.as_ref()?.get("release").map(|b| b.0.as_slice())
+fn secret_holds(type_: Option<&str>, release: bool) -> Holds {
+    if type_ == Some("helm.sh/release.v1") && release {
+        Holds::Record
+    } else {
+        Holds::Other
     }
 }
 
-impl ReleaseObject for ConfigMap {
+fn config_map_holds(labels: &std::collections::BTreeMap<String, String>, release: bool) -> Holds {
+    if labels.get("owner").map(String::as_str) == Some("helm") && release {
+        Holds::Record
+    } else {
+        Holds::Other
+    }
+}
+
+impl ReleaseObject for SecretRecord {
+    const KIND: RecordKind = RecordKind::Secret;
+    const RESOURCE: &'static str = "secrets";
+
+    fn holds(&self) -> Holds {
+        if self.invalid {
+            return Holds::Invalid;
+        }
+        secret_holds(self.type_.as_deref(), self.release.is_some())
+    }
+
+    fn helm_release(&self) -> Option<Cow<'_, [u8]>> {
+        let text = self.release.as_deref()?;
+        STANDARD.decode(text.trim()).ok().map(Cow::Owned)
+    }
+}
+
+impl ReleaseObject for ConfigMapRecord {
     const KIND: RecordKind = RecordKind::ConfigMap;
     const RESOURCE: &'static str = "configmaps";
 
-    fn helm_release(&self) -> Option<&[u8]> {
-        if self.labels().get("owner").map(String::as_str) != Some("helm") {
-            return None;
+    fn holds(&self) -> Holds {
+        if self.invalid {
+            return Holds::Invalid;
         }
-        self.data.as_ref()?.get("release").map(|s| s.as_bytes())
+        config_map_holds(self.labels(), self.release.is_some())
+    }
+
+    fn helm_release(&self) -> Option<Cow<'_, [u8]>> {
+        self.release.as_deref().map(|s| Cow::Borrowed(s.as_bytes()))
+    }
+}
+
+/// kube's typed objects behind its guard: what tests and tools that build `Secret`s use.
+impl ReleaseObject for DeserializeGuard<Secret> {
+    const KIND: RecordKind = RecordKind::Secret;
+    const RESOURCE: &'static str = "secrets";
+
+    fn holds(&self) -> Holds {
+        match &self.0 {
+            Err(_) => Holds::Invalid,
+            Ok(s) => secret_holds(
+                s.type_.as_deref(),
+                s.data.as_ref().is_some_and(|d| d.contains_key("release")),
+            ),
+        }
+    }
+
+    fn helm_release(&self) -> Option<Cow<'_, [u8]>> {
+        let s = self.0.as_ref().ok()?;
+        s.data
+            .as_ref()?
+            .get("release")
+            .map(|b| Cow::Borrowed(b.0.as_slice()))
+    }
+}
+
+impl ReleaseObject for DeserializeGuard<ConfigMap> {
+    const KIND: RecordKind = RecordKind::ConfigMap;
+    const RESOURCE: &'static str = "configmaps";
+
+    fn holds(&self) -> Holds {
+        match &self.0 {
+            Err(_) => Holds::Invalid,
+            Ok(c) => config_map_holds(
+                c.labels(),
+                c.data.as_ref().is_some_and(|d| d.contains_key("release")),
+            ),
+        }
+    }
+
+    fn helm_release(&self) -> Option<Cow<'_, [u8]>> {
+        let c = self.0.as_ref().ok()?;
+        c.data
+            .as_ref()?
+            .get("release")
+            .map(|s| Cow::Borrowed(s.as_bytes()))
     }
 }
 
 /// One object as the feed sees it, after decoding.
 #[derive(Debug)]
 pub enum Record {
-    /// A decoded revision.
-    Revision(Arc<RevisionIndex>),
+    /// A decoded revision (or, from a list, an unread superseded one: see [`decode_listed`]),
+    /// with the [`ObjectVersion`] of the object it came from.
+    Revision(Arc<RevisionIndex>, ObjectVersion),
     /// A release record that could not be decoded. `object` is `Kind ns/name`.
     Undecodable {
         object: String,
@@ -85,15 +177,58 @@ pub enum Record {
     Other { namespace: String, name: String },
 }
 
-/// Decodes one object. Pure and CPU-bound: run it off the async workers.
-pub fn decode_object<K: ReleaseObject>(obj: &DeserializeGuard<K>, limits: DecodeLimits) -> Record {
+/// A digest of an object's `resourceVersion`: the same object, unchanged, has the same one.
+/// `0` means unknown (never equal to anything, see [`ObjectVersion::same`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ObjectVersion(u64);
+
+impl ObjectVersion {
+    pub fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
+        use std::hash::{Hash, Hasher};
+        let Some(rv) = meta.resource_version.as_deref().filter(|v| !v.is_empty()) else {
+            return Self(0);
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        rv.hash(&mut h);
+        Self(h.finish().max(1))
+    }
+
+    /// Whether both are known and equal.
+    pub fn same(self, other: Self) -> bool {
+        self.0 != 0 && self.0 == other.0
+    }
+}
+
+/// Decodes one object, reading its record. Pure and CPU-bound: run it off the async workers.
+pub fn decode_object<K: ReleaseObject>(obj: &K, limits: DecodeLimits) -> Record {
+    decode(obj, limits, Read::Always)
+}
+
+/// Decodes one object of a list (a watch's initial list or relist). A record whose labels
+/// say `status=superseded` is not read: it becomes [`RevisionIndex::unread`], which costs no
+/// gunzip and no parse. No decision is judged against a superseded revision; the stale-value
+/// analysis, the one reader of their values, says when it would need one and the fallback
+/// lookup reads it then. Helm keeps the label equal to the record's status on every write.
+pub fn decode_listed<K: ReleaseObject>(obj: &K, limits: DecodeLimits) -> Record {
+    decode(obj, limits, Read::UnlessSuperseded)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Always,
+    UnlessSuperseded,
+}
+
+fn decode<K: ReleaseObject>(obj: &K, limits: DecodeLimits, read: Read) -> Record {
     let meta = obj.meta();
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
     let name = meta.name.clone().unwrap_or_default();
+    let version = ObjectVersion::of(meta);
     let object = || format!("{} {namespace}/{name}", kind_name(K::KIND));
-    let inner = match &obj.0 {
-        Ok(inner) => inner,
-        Err(_) => {
+    match obj.holds() {
+        Holds::Record => {}
+        Holds::Other => return Record::Other { namespace, name },
+        Holds::Invalid => {
             // The deserializer's message may quote the object's content: never kept.
             let error = DecodeError::Inconsistent {
                 object: object(),
@@ -106,18 +241,29 @@ pub fn decode_object<K: ReleaseObject>(obj: &DeserializeGuard<K>, limits: Decode
                 error,
             };
         }
-    };
-    let Some(release) = inner.helm_release() else {
-        return Record::Other { namespace, name };
+    }
+    if read == Read::UnlessSuperseded
+        && obj.labels().get("status").map(String::as_str) == Some("superseded")
+        && let Some((key, revision)) = parse_record_name(&namespace, &name)
+    {
+        return Record::Revision(RevisionIndex::unread(key, revision), version);
+    }
+    let Some(release) = obj.helm_release() else {
+        return Record::Undecodable {
+            error: DecodeError::Base64 { object: object() },
+            object: object(),
+            namespace,
+            name,
+        };
     };
     let src = RecordSource {
         kind: K::KIND,
         namespace: &namespace,
         name: &name,
-        release,
+        release: &release,
     };
     match crate::helm::decode(src, limits) {
-        Ok(decoded) => Record::Revision(RevisionIndex::from_decoded(&decoded)),
+        Ok(decoded) => Record::Revision(RevisionIndex::from_decoded(&decoded), version),
         Err(error) => Record::Undecodable {
             object: object(),
             namespace,
@@ -140,11 +286,44 @@ struct Scope {
     namespace: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Holder {
+    source: SourceId,
+    epoch: u64,
+    version: ObjectVersion,
+}
+
+/// Records that `source` holds `key` as of `epoch`, from an object at `version`; returns the
+/// version it held before, if it did.
+fn hold(
+    t: &mut Tracking,
+    key: (ReleaseKey, u32),
+    source: SourceId,
+    version: ObjectVersion,
+) -> Option<ObjectVersion> {
+    let epoch = t.epoch(source);
+    let holders = t.held.entry(key).or_default();
+    match holders.iter_mut().find(|h| h.source == source) {
+        Some(h) => {
+            h.epoch = epoch;
+            Some(std::mem::replace(&mut h.version, version))
+        }
+        None => {
+            holders.push(Holder {
+                source,
+                epoch,
+                version,
+            });
+            None
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Tracking {
-    /// Which sources hold each indexed revision, and in which of their lists it last
-    /// appeared (the source's epoch then).
-    held: HashMap<(ReleaseKey, u32), Vec<(SourceId, u64)>>,
+    /// Which sources hold each indexed revision, in which of their lists it last appeared
+    /// (the source's epoch then), and the version of the object it was last read from.
+    held: HashMap<(ReleaseKey, u32), Vec<Holder>>,
     /// Per source: records that currently do not decode (object names only).
     undecodable: HashMap<SourceId, BTreeSet<String>>,
     /// Scopes of the watch sources, by `SourceId - 1`.
@@ -204,6 +383,16 @@ impl Feed {
     /// (the first call wins). Telling is an insert into a set: it never waits on the inventory.
     pub fn notify_changes(&self, changes: Arc<crate::inventory::Changes>) {
         let _ = self.changes.set(changes);
+    }
+
+    /// Whether something consumes the feed's changes (the drift inventory).
+    pub fn has_consumer(&self) -> bool {
+        self.changes.get().is_some()
+    }
+
+    /// Whether every source has completed its first list.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     fn changed(&self, key: &ReleaseKey) {
@@ -271,17 +460,24 @@ impl Feed {
         }
     }
 
-    /// One revision a relist of `source` listed.
-    pub(super) fn relist_apply(&self, source: SourceId, rev: Arc<RevisionIndex>) {
+    /// One revision a relist of `source` listed. An unread revision (see
+    /// [`decode_listed`]) does not replace the reading of the same, unchanged object: what was
+    /// read before is still what it says.
+    pub(super) fn relist_apply(
+        &self,
+        source: SourceId,
+        rev: Arc<RevisionIndex>,
+        version: ObjectVersion,
+    ) {
         let mut t = self.lock();
-        let epoch = t.epoch(source);
-        let holders = t
-            .held
-            .entry((rev.release.clone(), rev.revision))
-            .or_default();
-        match holders.iter_mut().find(|(s, _)| *s == source) {
-            Some(h) => h.1 = epoch,
-            None => holders.push((source, epoch)),
+        let key = (rev.release.clone(), rev.revision);
+        let before = hold(&mut t, key.clone(), source, version);
+        if !rev.is_read() && before.is_some_and(|b| b.same(version)) {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            if index.holds_read(&key.0, key.1) {
+                // Keep the reading, and the version it was read at.
+                return;
+            }
         }
         let release = rev.release.clone();
         let mut index = self.write_index();
@@ -298,8 +494,8 @@ impl Feed {
         let mut listed = 0usize;
         for (key, holders) in t.held.iter_mut() {
             let before = holders.len();
-            holders.retain(|(s, e)| *s != source || *e == epoch);
-            if holders.iter().any(|(s, _)| *s == source) {
+            holders.retain(|h| h.source != source || h.epoch == epoch);
+            if holders.iter().any(|h| h.source == source) {
                 listed += 1;
             }
             if holders.is_empty() && before > 0 {
@@ -331,7 +527,7 @@ impl Feed {
     pub(super) fn apply_record(&self, source: SourceId, record: Record) {
         let mut t = self.lock();
         match record {
-            Record::Revision(rev) => {
+            Record::Revision(rev, version) => {
                 let object = format!(
                     "{} {}/{RECORD_PREFIX}{}.v{}",
                     self.kind_of(&t, source),
@@ -342,15 +538,7 @@ impl Feed {
                 if let Some(set) = t.undecodable.get_mut(&source) {
                     set.remove(&object);
                 }
-                let epoch = t.epoch(source);
-                let holders = t
-                    .held
-                    .entry((rev.release.clone(), rev.revision))
-                    .or_default();
-                match holders.iter_mut().find(|(s, _)| *s == source) {
-                    Some(h) => h.1 = epoch,
-                    None => holders.push((source, epoch)),
-                }
+                hold(&mut t, (rev.release.clone(), rev.revision), source, version);
                 debug!(release = %rev.release, revision = rev.revision, status = %rev.status, "apply");
                 let release = rev.release.clone();
                 let mut index = self.write_index();
@@ -393,7 +581,7 @@ impl Feed {
         let Some(holders) = t.held.get_mut(&key) else {
             return;
         };
-        holders.retain(|(s, _)| *s != source);
+        holders.retain(|h| h.source != source);
         if holders.is_empty() {
             t.held.remove(&key);
             debug!(release = %key.0, revision = key.1, "delete");
@@ -491,5 +679,56 @@ mod tests {
         assert_eq!(parse_record_name("db", "sh.helm.release.v1..v1"), None);
         assert_eq!(parse_record_name("db", "other"), None);
         assert_eq!(parse_record_name("db", "sh.helm.release.v1.x.vX"), None);
+    }
+
+    /// A list leaves superseded records unread; a relist keeps what was read from the same,
+    /// unchanged object, and a changed object is unread again.
+    #[test]
+    fn lists_defer_superseded_records_and_relists_keep_readings() {
+        use crate::demo::build::postgres_history;
+        use crate::metrics::Metrics;
+        let history = postgres_history("CANARY-feed");
+        let object = |i: usize, rv: &str| -> SecretRecord {
+            let mut s = history.revisions[i].secret();
+            s["metadata"]["resourceVersion"] = rv.into();
+            serde_json::from_value(s).expect("a Secret")
+        };
+        let limits = DecodeLimits::default();
+        // (revision index, list or live, read?)
+        for (i, listed, read) in [(0, true, false), (0, false, true), (1, true, true)] {
+            let decode = if listed { decode_listed } else { decode_object };
+            match decode(&object(i, "1"), limits) {
+                Record::Revision(rev, _) => assert_eq!(rev.is_read(), read, "{i} {listed}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let index: SharedIndex = Default::default();
+        let feed = Feed::new(
+            index.clone(),
+            limits,
+            Metrics::unregistered().store,
+            Arc::new(AtomicBool::new(false)),
+        );
+        let source = feed.add_source(RecordKind::Secret, None);
+        let key = ReleaseKey::new("db", "db");
+        let apply_listed = |rv: &str| {
+            let Record::Revision(rev, version) = decode_listed(&object(0, rv), limits) else {
+                panic!("a revision");
+            };
+            feed.relist_apply(source, rev, version);
+        };
+        // Read live (Helm marked it superseded while we watched), then relisted unchanged.
+        let Record::Revision(rev, version) = decode_object(&object(0, "7"), limits) else {
+            panic!("a revision");
+        };
+        feed.apply_record(source, Record::Revision(rev, version));
+        feed.begin_relist(source);
+        apply_listed("7");
+        assert!(index.read().expect("lock").holds_read(&key, 1), "kept");
+        // Changed since: the reading is dropped for an unread stand-in.
+        apply_listed("8");
+        let idx = index.read().expect("lock");
+        assert!(!idx.holds_read(&key, 1) && idx.has_unread(&key));
+        assert_eq!(idx.unread_releases(), vec![key]);
     }
 }

@@ -24,26 +24,33 @@
 //! and stays ready through later failures, serving the last known state while
 //! `helm_guard_store_stale` is 1. A record that does not decode is skipped, logged by object
 //! name (never content) and counted by reason; the watch goes on. Objects that do not even
-//! deserialize as a Secret are caught by [`DeserializeGuard`] so they cannot fail a list page.
+//! deserialize as a Secret are kept as invalid ([`object`]) so they cannot fail a list page.
+//!
+//! A list (initial or relist) does not read superseded revisions ([`decode_listed`]): they
+//! are most of the records and no decision is judged against them; the stale-value analysis
+//! says when it needs one, and the fallback lookup reads the release's records then.
 //!
 //! This module owns the kube I/O (watch streams, their tasks, the decode hand-off to the
 //! decode threads of [`pool`]); [`feed`] owns the synchronous bookkeeping they drive.
 
 mod feed;
+mod object;
 mod pool;
+mod reader;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::core::DeserializeGuard;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info_span, warn};
 
-pub use feed::{Feed, Record, ReleaseObject, SourceId, decode_object};
+pub use feed::{
+    Feed, Holds, ObjectVersion, Record, ReleaseObject, SourceId, decode_listed, decode_object,
+};
+pub use object::{ConfigMapRecord, RecordObject, SecretRecord};
 
 use crate::helm::record::kind_name;
 use crate::helm::{DecodeLimits, RecordKind};
@@ -73,22 +80,20 @@ enum Decoded {
     Delete { namespace: String, name: String },
 }
 
-async fn decode_event<K: ReleaseObject>(
-    event: Event<DeserializeGuard<K>>,
-    limits: DecodeLimits,
-) -> Decoded {
-    let off_pool = |obj: DeserializeGuard<K>| async move {
+async fn decode_event<K: ReleaseObject>(event: Event<K>, limits: DecodeLimits) -> Decoded {
+    let off_pool = |obj: K, decode: fn(&K, DecodeLimits) -> Record| async move {
         let name = obj.name_any();
         let namespace = obj.namespace().unwrap_or_else(|| "default".into());
-        pool::run(move || decode_object(&obj, limits))
+        pool::run(move || decode(&obj, limits))
             .await
             .unwrap_or(Record::Other { namespace, name })
     };
     match event {
         Event::Init => Decoded::Init,
-        Event::InitApply(obj) => Decoded::InitApply(off_pool(obj).await),
+        // A list defers what no decision reads (superseded revisions); live events are read.
+        Event::InitApply(obj) => Decoded::InitApply(off_pool(obj, decode_listed::<K>).await),
         Event::InitDone => Decoded::InitDone,
-        Event::Apply(obj) => Decoded::Apply(off_pool(obj).await),
+        Event::Apply(obj) => Decoded::Apply(off_pool(obj, decode_object::<K>).await),
         Event::Delete(obj) => Decoded::Delete {
             namespace: obj.namespace().unwrap_or_else(|| "default".into()),
             name: obj.name_any(),
@@ -101,7 +106,7 @@ async fn decode_event<K: ReleaseObject>(
 pub async fn drive<K, S>(feed: Arc<Feed>, source: SourceId, events: S)
 where
     K: ReleaseObject,
-    S: Stream<Item = Result<Event<DeserializeGuard<K>>, watcher::Error>> + Send,
+    S: Stream<Item = Result<Event<K>, watcher::Error>> + Send,
 {
     let limits = feed.limits();
     let decoded = events
@@ -125,7 +130,7 @@ where
                 feed.begin_relist(source);
             }
             Ok(Decoded::InitApply(record)) => match record {
-                Record::Revision(rev) => feed.relist_apply(source, rev),
+                Record::Revision(rev, version) => feed.relist_apply(source, rev, version),
                 Record::Undecodable { object, error, .. } => {
                     feed.count_failure(&object, &error);
                     failures.insert(object);
@@ -152,8 +157,8 @@ where
 pub fn watch_stream<K: ReleaseObject>(
     client: Client,
     namespace: Option<&str>,
-) -> impl Stream<Item = Result<Event<DeserializeGuard<K>>, watcher::Error>> + Send + 'static {
-    let api: Api<DeserializeGuard<K>> = match namespace {
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static {
+    let api: Api<K> = match namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
@@ -161,9 +166,9 @@ pub fn watch_stream<K: ReleaseObject>(
 }
 
 fn watcher<K: ReleaseObject>(
-    api: Api<DeserializeGuard<K>>,
+    api: Api<K>,
     config: watcher::Config,
-) -> impl Stream<Item = Result<Event<DeserializeGuard<K>>, watcher::Error>> + Send + 'static {
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static {
     watcher::watcher(api, config)
 }
 
@@ -193,7 +198,8 @@ pub fn spawn(
             ));
         }
     }
-    plan.into_iter()
+    let mut tasks: Vec<tokio::task::JoinHandle<()>> = plan
+        .into_iter()
         .map(|(kind, ns, source)| {
             let span = info_span!(
                 "watch",
@@ -204,12 +210,21 @@ pub fn spawn(
             let client = client.clone();
             match kind {
                 RecordKind::Secret => tokio::spawn(
-                    drive(feed, source, watch_stream::<Secret>(client, ns)).instrument(span),
+                    drive(feed, source, watch_stream::<SecretRecord>(client, ns)).instrument(span),
                 ),
                 RecordKind::ConfigMap => tokio::spawn(
-                    drive(feed, source, watch_stream::<ConfigMap>(client, ns)).instrument(span),
+                    drive(feed, source, watch_stream::<ConfigMapRecord>(client, ns))
+                        .instrument(span),
                 ),
             }
         })
-        .collect()
+        .collect();
+    // Superseded revisions a list left unread are read after the cold start, only for an
+    // inventory attached to the feed (see `reader`).
+    tasks.push(tokio::spawn(reader::run(
+        client.clone(),
+        feed.clone(),
+        config.configmaps,
+    )));
+    tasks
 }
