@@ -23,6 +23,7 @@ pub struct Fleet {
     pub deployed: Vec<Arc<RevisionIndex>>,
     pub records: usize,
     /// The release Secrets themselves, when asked for ([`fleet_with_secrets`]).
+    #[allow(dead_code)] // read by the load example only
     pub secrets: Vec<serde_json::Value>,
 }
 
