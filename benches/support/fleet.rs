@@ -37,35 +37,83 @@ pub fn fleet_with_secrets(n: usize) -> Fleet {
     build(n, true)
 }
 
+fn charts() -> Vec<Chart> {
+    (1..=3).map(|k| app_chart(k * 9_000)).collect()
+}
+
+/// Release `i` of the fleet, as Helm wrote it.
+fn history(i: usize, charts: &[Chart]) -> History {
+    let name = format!("svc-{i:04}");
+    let namespace = format!("team-{:02}", i % 40);
+    let chart = &charts[i % charts.len()];
+    let mut h = History::install(
+        &name,
+        &namespace,
+        chart,
+        json!({"fullnameOverride": name, "auth": {"password": format!("CANARY-{i}")}}),
+    );
+    h.begin_upgrade(
+        chart,
+        json!({"sidecars": {"proxy": {"image": "docker.io/envoyproxy/envoy:v1.31.3"}}}),
+        UpgradeValues::ResetThenReuseValues,
+    );
+    h.complete();
+    if i % 10 == 9 {
+        h.begin_upgrade(
+            chart,
+            json!({"sidecars": {"proxy": {"image": "docker.io/envoyproxy/envoy:v1.32.0"}}}),
+            UpgradeValues::ResetThenReuseValues,
+        );
+    }
+    h
+}
+
+/// One `helm upgrade` of a fleet release as the API server sees it: the Secrets Helm writes,
+/// in order (the new revision `pending-upgrade`, the old one `superseded`, the new one
+/// `deployed`), and which revision must end up deployed.
+#[allow(dead_code)] // used by the load example's churn run
+pub struct Upgrade {
+    pub release: helm_guard::helm::ReleaseKey,
+    pub revision: u32,
+    pub writes: Vec<serde_json::Value>,
+}
+
+/// Upgrades of the first `n` releases without an upgrade in progress (a new proxy image).
+#[allow(dead_code)]
+pub fn upgrades(n: usize) -> Vec<Upgrade> {
+    let charts = charts();
+    (0..)
+        .filter(|i| i % 10 != 9)
+        .take(n)
+        .map(|i| {
+            let mut h = history(i, &charts);
+            let chart = &charts[i % charts.len()];
+            h.begin_upgrade(
+                chart,
+                json!({"sidecars": {"proxy": {"image": "docker.io/envoyproxy/envoy:v1.33.0"}}}),
+                UpgradeValues::ResetThenReuseValues,
+            );
+            let pending = h.last().secret();
+            h.complete();
+            let n = h.revisions.len();
+            let last = h.last();
+            Upgrade {
+                release: helm_guard::helm::ReleaseKey::new(&last.namespace, &last.name),
+                revision: last.revision,
+                writes: vec![pending, h.revisions[n - 2].secret(), last.secret()],
+            }
+        })
+        .collect()
+}
+
 fn build(n: usize, keep: bool) -> Fleet {
-    let charts: Vec<Chart> = (1..=3).map(|k| app_chart(k * 9_000)).collect();
+    let charts = charts();
     let mut index = Index::default();
     let mut deployed = Vec::with_capacity(n);
     let mut records = 0;
     let mut secrets = Vec::new();
     for i in 0..n {
-        let name = format!("svc-{i:04}");
-        let namespace = format!("team-{:02}", i % 40);
-        let chart = &charts[i % charts.len()];
-        let mut h = History::install(
-            &name,
-            &namespace,
-            chart,
-            json!({"fullnameOverride": name, "auth": {"password": format!("CANARY-{i}")}}),
-        );
-        h.begin_upgrade(
-            chart,
-            json!({"sidecars": {"proxy": {"image": "docker.io/envoyproxy/envoy:v1.31.3"}}}),
-            UpgradeValues::ResetThenReuseValues,
-        );
-        h.complete();
-        if i % 10 == 9 {
-            h.begin_upgrade(
-                chart,
-                json!({"sidecars": {"proxy": {"image": "docker.io/envoyproxy/envoy:v1.32.0"}}}),
-                UpgradeValues::ResetThenReuseValues,
-            );
-        }
+        let h = history(i, &charts);
         let mut dep = None;
         for r in &h.revisions {
             let secret = r.secret();

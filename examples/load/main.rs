@@ -9,6 +9,12 @@
 //! cargo run --release --example load -- --write DIR [--releases 1000]
 //! ```
 //!
+//! `--churn N` adds, after the comparison, a churn run: helm-guard alone on the ~4 KiB
+//! drift review, first quiet, then while N `helm upgrade`s (3 N release Secret writes:
+//! pending, superseded, deployed) arrive at once through the production watch path
+//! (`watch::drive` over an event stream, decode pool, the shared index). It prints when every
+//! upgrade was indexed (counted from the first write) and p50/p99 quiet and under churn.
+//!
 //! `--write DIR` writes the two compare reviews (`review-4k.json`, `review-32k.json`) and the
 //! fleet's release Secrets (`releases.json`, a List) and exits: the inputs of
 //! `../shared/bench/compare.sh`, which runs the built binary against the floor under `wrk`.
@@ -53,6 +59,7 @@ use anyhow::{Context as _, bail};
 use axum_server::tls_rustls::RustlsConfig;
 use helm_guard::policy::{Mode, Settings};
 use helm_guard::server::{self, AppState};
+use helm_guard::store::SharedIndex;
 use helm_guard::tls;
 use tokio::sync::Semaphore;
 
@@ -70,6 +77,7 @@ struct Args {
     sample_every: u64,
     idle: u64,
     write: Option<std::path::PathBuf>,
+    churn: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -85,6 +93,7 @@ fn parse_args() -> anyhow::Result<Args> {
         sample_every: 5,
         idle: 10,
         write: None,
+        churn: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -104,6 +113,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--warmup" => a.warmup = value("--warmup")?,
             "--sample-every" => a.sample_every = value("--sample-every")?,
             "--idle" => a.idle = value("--idle")?,
+            "--churn" => a.churn = value("--churn")? as usize,
             "--write" => a.write = Some(it.next().context("--write needs a directory")?.into()),
             "-h" | "--help" => {
                 println!(
@@ -132,9 +142,9 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 /// The guard's state over the fleet's index.
-fn guard_state(index: helm_guard::store::Index) -> AppState {
+fn guard_state(index: SharedIndex) -> AppState {
     AppState::new(
-        Arc::new(RwLock::new(index)),
+        index,
         Settings::new(Mode::Enforce),
         server::ServeLimits::default(),
         Arc::new(AtomicBool::new(true)),
@@ -195,8 +205,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let ca = bundle.ca_pem.as_bytes();
 
+    let shared: SharedIndex = Arc::new(RwLock::new(index));
     let guard = server_rt.block_on(server::start(
-        guard_state(index),
+        guard_state(shared.clone()),
         config.clone(),
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         None,
@@ -218,7 +229,21 @@ fn main() -> anyhow::Result<()> {
             let floor_base = format!("https://127.0.0.1:{}", addr.port());
             let r = compare(&args, &fleet, &client_rt, ca, &floor_base, &guard_base);
             server_rt.block_on(floor.shutdown(Duration::from_secs(2)))?;
-            r
+            match r {
+                Ok(clean) if args.churn > 0 => {
+                    let churned = churn(
+                        &args,
+                        &fleet,
+                        &client_rt,
+                        &server_rt,
+                        ca,
+                        &guard_base,
+                        &shared,
+                    );
+                    churned.map(|c| c && clean)
+                }
+                r => r,
+            }
         }
     };
     let stopped = server_rt.block_on(guard.shutdown(Duration::from_secs(2)));
@@ -433,7 +458,10 @@ fn soak(
 fn write_inputs(dir: &std::path::Path, releases: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let fleet = support::fleet::fleet_with_secrets(releases);
-    for (file, target, rich) in [("review-4k.json", 4 << 10, false), ("review-32k.json", 32 << 10, true)] {
+    for (file, target, rich) in [
+        ("review-4k.json", 4 << 10, false),
+        ("review-32k.json", 32 << 10, true),
+    ] {
         let work = reviews::drift(&fleet, target, rich);
         std::fs::write(dir.join(file), &work.body)?;
         println!("{file}: {} bytes", work.body.len());
@@ -448,4 +476,90 @@ fn write_inputs(dir: &std::path::Path, releases: usize) -> anyhow::Result<()> {
         bytes.len() >> 20
     );
     Ok(())
+}
+
+/// `--churn N`: p50/p99 of the guard quiet and while N upgrades arrive through the watch path,
+/// and the time until all of them are indexed.
+fn churn(
+    args: &Args,
+    fleet: &support::fleet::Fleet,
+    rt: &tokio::runtime::Runtime,
+    server_rt: &tokio::runtime::Runtime,
+    ca: &[u8],
+    base: &str,
+    index: &SharedIndex,
+) -> anyhow::Result<bool> {
+    use futures::SinkExt as _;
+    use helm_guard::helm::{DecodeLimits, RecordKind};
+    use helm_guard::policy::Releases as _;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::core::DeserializeGuard;
+    use kube::runtime::watcher::Event;
+
+    let upgrades = support::fleet::upgrades(args.churn);
+    let writes: Vec<Secret> = upgrades
+        .iter()
+        .flat_map(|u| u.writes.iter())
+        .map(|w| serde_json::from_value(w.clone()))
+        .collect::<Result<_, _>>()?;
+    let work = Arc::new(vec![reviews::drift(fleet, 4 << 10, false)]);
+    let clients = rt.block_on(client::connect(ca, base, args.concurrency))?;
+    let seconds = 4.0;
+    run(rt, &clients, &work, 1.0)?;
+    let (quiet, _) = run(rt, &clients, &work, seconds)?;
+
+    let feed = helm_guard::watch::Feed::new(
+        index.clone(),
+        DecodeLimits::default(),
+        helm_guard::metrics::Metrics::unregistered().store,
+        Arc::new(AtomicBool::new(true)),
+    );
+    let source = feed.add_source(RecordKind::Secret, None);
+    let (tx, rx) = futures::channel::mpsc::channel(64);
+    let driver = server_rt.spawn(helm_guard::watch::drive::<DeserializeGuard<Secret>, _>(
+        feed, source, rx,
+    ));
+    let (index, count) = (index.clone(), writes.len());
+    // The writes arrive one second into the measured run, all at once.
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        let start = Instant::now();
+        let mut tx = tx;
+        for w in writes {
+            let event = Ok(Event::Apply(DeserializeGuard(Ok(w))));
+            if futures::executor::block_on(tx.send(event)).is_err() {
+                return None;
+            }
+        }
+        let deadline = start + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let done = upgrades.iter().all(|u| {
+                index.history(&u.release).iter().any(|r| {
+                    r.revision == u.revision && r.status == helm_guard::helm::Status::Deployed
+                })
+            });
+            if done {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    });
+    let (busy, _) = run(rt, &clients, &work, seconds)?;
+    let indexed = sender.join().ok().flatten();
+    driver.abort();
+    println!(
+        "churn: {} upgrades ({count} record writes) indexed in {}; quiet p50 {:.3} ms p99 {:.3} ms ({:.0} req/s); \
+         under churn p50 {:.3} ms p99 {:.3} ms ({:.0} req/s): p99 {:+.0}%",
+        args.churn,
+        indexed.map_or("more than 30 s".into(), |d| format!("{d:.2?}")),
+        quiet.ms(0.50),
+        quiet.ms(0.99),
+        quiet.throughput(),
+        busy.ms(0.50),
+        busy.ms(0.99),
+        busy.throughput(),
+        (busy.ms(0.99) / quiet.ms(0.99).max(1e-9) - 1.0) * 100.0
+    );
+    Ok(indexed.is_some() && quiet.errors == 0 && busy.errors == 0)
 }
