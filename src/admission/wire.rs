@@ -267,7 +267,7 @@ impl<'de, const N: usize> serde::de::Visitor<'de> for Picker<N> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             match self.0.iter().position(|k| *k == key) {
                 Some(i) => {
                     let value = map.next_value::<String>()?;
@@ -275,26 +275,36 @@ impl<'de, const N: usize> serde::de::Visitor<'de> for Picker<N> {
                         return Err(serde::de::Error::custom("duplicate key"));
                     }
                 }
-                None => map.next_value::<StrOnly>().map(|_| ())?,
+                None => {
+                    // Taken raw: the parser checks the value and skips it without unescaping
+                    // a copy (kubectl's last-applied-configuration is a large escaped string).
+                    let raw = map.next_value::<&'de RawValue>()?;
+                    if !raw.get().starts_with('"') {
+                        return Err(serde::de::Error::custom("a value is not a string"));
+                    }
+                }
             }
         }
         Ok(out)
     }
 }
 
-/// A string value, checked and dropped.
-struct StrOnly;
+/// A map key, borrowed from the body unless it has escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for StrOnly {
+impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = StrOnly;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<StrOnly, E> {
-                Ok(StrOnly)
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(s.to_owned())))
             }
         }
         d.deserialize_str(V)
