@@ -433,7 +433,10 @@ fn soak(
 fn write_inputs(dir: &std::path::Path, releases: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let fleet = support::fleet::fleet_with_secrets(releases);
-    for (file, target, rich) in [("review-4k.json", 4 << 10, false), ("review-32k.json", 32 << 10, true)] {
+    for (file, target, rich) in [
+        ("review-4k.json", 4 << 10, false),
+        ("review-32k.json", 32 << 10, true),
+    ] {
         let work = reviews::drift(&fleet, target, rich);
         std::fs::write(dir.join(file), &work.body)?;
         println!("{file}: {} bytes", work.body.len());
