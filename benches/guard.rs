@@ -5,7 +5,8 @@
 //! parsing.
 //!
 //! * `decode_index/{100KiB,1MiB}`: `helm::record::index_record` on a Helm Secret, end to end (API
-//!   base64 → Helm base64 → gunzip → JSON → manifest split → workload parse → index).
+//!   base64 → Helm base64 → gunzip → JSON → manifest split → workload parse → index);
+//!   `decode_index/1MiB_workloads`: the same with every document a workload (all parsed).
 //! * `decode_parts/1MiB/*`: the same record in parts — `helm::decode` alone (base64, gunzip,
 //!   JSON), `helm::index_manifest` alone, and `RevisionIndex::from_decoded` (manifest index
 //!   plus values summary) — to show where the time goes.
@@ -57,8 +58,12 @@ fn decode_index(c: &mut Criterion) {
     g.sampling_mode(SamplingMode::Flat);
     g.sample_size(30);
     g.measurement_time(Duration::from_secs(8));
-    for (label, target) in [("100KiB", 100usize << 10), ("1MiB", 1 << 20)] {
-        let record = big_release(target);
+    let cases = [
+        ("100KiB", big_release(100 << 10)),
+        ("1MiB", big_release(1 << 20)),
+        ("1MiB_workloads", workload_release(1 << 20)),
+    ];
+    for (label, record) in cases {
         let sizes = record_sizes(&record);
         let secret = record.secret();
         let rev = index_record(&secret, DecodeLimits::default())
@@ -247,11 +252,19 @@ fn parts(c: &mut Criterion) {
 
 /// One release (one `deployed` revision) of the chart with a manifest of ~`target_bytes`.
 pub fn big_release(target_bytes: usize) -> ReleaseRecord {
-    let chart = support::chart::app_chart(target_bytes);
+    release_of(&support::chart::app_chart(target_bytes))
+}
+
+/// As [`big_release`], every manifest document a workload (the indexer's worst case).
+pub fn workload_release(target_bytes: usize) -> ReleaseRecord {
+    release_of(&support::chart::workload_chart(target_bytes))
+}
+
+fn release_of(chart: &helm_guard::demo::build::Chart) -> ReleaseRecord {
     let h = History::install(
         "platform",
         "prod",
-        &chart,
+        chart,
         json!({"fullnameOverride": "platform", "auth": {"password": "CANARY-user-pw"}}),
     );
     h.last().clone()

@@ -66,6 +66,17 @@ fn component_values(i: usize, rng: &mut Rng) -> Value {
 
 /// A chart whose manifest renders to about `target_bytes` (at least one component).
 pub fn app_chart(target_bytes: usize) -> Chart {
+    sized_chart(target_bytes, render_app)
+}
+
+/// The same chart with only its workload documents rendered (Deployments, StatefulSets,
+/// DaemonSets, CronJobs): every document is parsed, the worst case for indexing.
+#[allow(dead_code)] // used by the guard bench only, not the load example
+pub fn workload_chart(target_bytes: usize) -> Chart {
+    sized_chart(target_bytes, render_workloads)
+}
+
+fn sized_chart(target_bytes: usize, render: fn(&Value) -> String) -> Chart {
     let chart_with = |n: usize| {
         let mut rng = Rng::new(0x5eed);
         let mut components = Map::new();
@@ -88,7 +99,7 @@ pub fn app_chart(target_bytes: usize) -> Chart {
                 "auth": {"password": "CANARY-chart-default"},
                 "components": components,
             }),
-            render: render_app,
+            render,
         }
     };
     // Components are ~5–8 KiB each; find the smallest count that reaches the target.
@@ -162,6 +173,26 @@ fn render_app(v: &Value) -> String {
     );
     for (key, c) in components {
         render_component(&mut out, v, full, key, c);
+    }
+    out
+}
+
+/// [`render_app`] without its non-workload documents.
+#[allow(dead_code)] // used by the guard bench only, not the load example
+fn render_workloads(v: &Value) -> String {
+    let all = render_app(v);
+    let mut out = String::with_capacity(all.len() / 2);
+    for doc in all.split("---\n").filter(|d| !d.is_empty()) {
+        let workload = doc.lines().any(|l| {
+            matches!(
+                l,
+                "kind: Deployment" | "kind: StatefulSet" | "kind: DaemonSet" | "kind: CronJob"
+            )
+        });
+        if workload {
+            out.push_str("---\n");
+            out.push_str(doc);
+        }
     }
     out
 }

@@ -5,7 +5,8 @@
 //! line scan *before* any YAML parsing: Services, ConfigMaps and (above all) Secrets are never
 //! parsed, which keeps indexing fast and keeps Secret data out of the parser's error messages.
 //! Workload documents are parsed with serde-saphyr (budget limits on: a record may be crafted)
-//! into the small typed [`crate::workload::Spec`], not a generic value tree.
+//! into the small typed [`crate::workload::Spec`], not a generic value tree; a document in
+//! plain block style is first cut down to the entries that type reads ([`super::prune`]).
 
 use serde::Deserialize;
 
@@ -93,6 +94,10 @@ fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! { with_snippet: false }
 }
 
+fn parse(doc: &str) -> Result<Doc, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(doc, yaml_options())
+}
+
 /// Indexes every workload a manifest renders. Objects without a namespace belong to
 /// `release_namespace`; an explicit namespace is honoured.
 pub fn index_manifest(manifest: &str, release_namespace: &str) -> ManifestIndex {
@@ -103,7 +108,11 @@ pub fn index_manifest(manifest: &str, release_namespace: &str) -> ManifestIndex 
             Some(kind) if !WorkloadKind::ALL.iter().any(|k| k.as_str() == kind) => continue,
             _ => {}
         }
-        let parsed: Doc = match serde_saphyr::from_str_with_options(doc, yaml_options()) {
+        // The pruned text when the document is plain block YAML (a fraction of the bytes to
+        // scan); the whole document otherwise, or when the pruned text does not parse, so
+        // that what does not parse is decided by the full parser alone.
+        let pruned = super::prune::prune(doc).and_then(|text| parse(&text).ok());
+        let parsed = match pruned.map_or_else(|| parse(doc), Ok) {
             Ok(d) => d,
             Err(_) => {
                 out.unparsable += 1;
@@ -235,6 +244,44 @@ metadata:
             "docker.io/bitnami/postgresql:15.4.0"
         );
         assert_eq!(idx.workloads[1].containers[0].image.as_str(), "pg-dump:15");
+    }
+
+    /// The pruned parse reads the same workload as the full one, document by document.
+    #[test]
+    fn pruning_reads_what_the_full_parse_reads() {
+        let extra = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: j\n  labels: {a: b}\nspec:\n  template:\n    metadata:\n      annotations:\n        note: |\n          containers: []\n    spec:\n      volumes:\n      - name: v\n        emptyDir: {}\n      containers:\n      - command: [\"sh\", \"-c\"]\n        args:\n        - |\n          image: nope\n        image: 'repo/job:1' # pinned\n        name: run\n      - {name: second, image: \"x@sha256:00\"}\n";
+        let docs: Vec<&str> = split_manifests(MANIFEST).chain([extra]).collect();
+        let key = |d: Doc| {
+            let kind = d.kind.unwrap_or_default();
+            let spec = d.spec.unwrap_or_default();
+            let containers = WorkloadKind::ALL
+                .iter()
+                .map(|k| spec.containers(*k))
+                .collect::<Vec<_>>();
+            (
+                d.api_version,
+                kind,
+                d.metadata.map(|m| (m.name, m.namespace)),
+                containers,
+            )
+        };
+        let mut pruned_docs = 0;
+        for doc in docs {
+            let Some(text) = crate::helm::prune::prune(doc) else {
+                continue;
+            };
+            pruned_docs += 1;
+            assert!(
+                text.len() <= doc.len() + 1,
+                "at most a final line break more"
+            );
+            match (parse(doc), parse(&text)) {
+                (Ok(full), Ok(pruned)) => assert_eq!(key(full), key(pruned), "{doc}"),
+                (Err(_), _) => {}
+                (Ok(_), Err(e)) => panic!("pruned text does not parse: {e}"),
+            }
+        }
+        assert!(pruned_docs >= 4, "{pruned_docs}");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 mod decode;
 mod manifest;
+mod prune;
 pub mod record;
 
 use std::sync::Arc;
