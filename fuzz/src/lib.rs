@@ -212,6 +212,13 @@ pub fn manifest(data: &[u8]) {
         );
         parts += 1;
     }
+    for doc in split_manifests(&text) {
+        assert_ne!(
+            helm_guard::helm::pruned_agrees(doc),
+            Some(false),
+            "the pruned reading of a document differs from the full parse"
+        );
+    }
     let idx = index_manifest(&text, "db");
     assert_eq!(
         idx.documents, parts,

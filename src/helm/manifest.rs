@@ -98,6 +98,35 @@ fn parse(doc: &str) -> Result<Doc, serde_saphyr::Error> {
     serde_saphyr::from_str_with_options(doc, yaml_options())
 }
 
+/// The workload a parsed document renders, if it is one with a name.
+fn workload_of(parsed: Doc, release_namespace: &str) -> Option<WorkloadImages> {
+    let kind = WorkloadKind::from_api_version_kind(
+        parsed.api_version.as_deref()?,
+        parsed.kind.as_deref()?,
+    )?;
+    let meta = parsed.metadata?;
+    let name = meta.name.filter(|n| !n.is_empty())?;
+    let namespace = meta
+        .namespace
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| release_namespace.to_owned());
+    let containers = parsed.spec.unwrap_or_default().containers(kind);
+    Some(WorkloadImages {
+        key: WorkloadKey::new(kind, &namespace, &name),
+        containers: containers.into_boxed_slice(),
+    })
+}
+
+/// Whether the pruned reading of one document finds what the full parse finds: `None` when
+/// they cannot be compared (pruning gave up, or either parse fails — a document broken only
+/// in parts the index skips is read by design). For the fuzzer and tests.
+#[doc(hidden)]
+pub fn pruned_agrees(doc: &str) -> Option<bool> {
+    let pruned = parse(&super::prune::prune(doc)?).ok()?;
+    let full = parse(doc).ok()?;
+    Some(workload_of(pruned, "ns") == workload_of(full, "ns"))
+}
+
 /// Indexes every workload a manifest renders. Objects without a namespace belong to
 /// `release_namespace`; an explicit namespace is honoured.
 pub fn index_manifest(manifest: &str, release_namespace: &str) -> ManifestIndex {
@@ -119,29 +148,9 @@ pub fn index_manifest(manifest: &str, release_namespace: &str) -> ManifestIndex 
                 continue;
             }
         };
-        let (Some(api_version), Some(kind)) =
-            (parsed.api_version.as_deref(), parsed.kind.as_deref())
-        else {
-            continue;
-        };
-        let Some(kind) = WorkloadKind::from_api_version_kind(api_version, kind) else {
-            continue;
-        };
-        let Some(meta) = parsed.metadata else {
-            continue;
-        };
-        let Some(name) = meta.name.filter(|n| !n.is_empty()) else {
-            continue;
-        };
-        let namespace = meta
-            .namespace
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| release_namespace.to_owned());
-        let containers = parsed.spec.unwrap_or_default().containers(kind);
-        out.workloads.push(WorkloadImages {
-            key: WorkloadKey::new(kind, &namespace, &name),
-            containers: containers.into_boxed_slice(),
-        });
+        if let Some(w) = workload_of(parsed, release_namespace) {
+            out.workloads.push(w);
+        }
     }
     out
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use decode::{DecodeError, DecodeLimits, DecodedRelease, RecordKind, RecordSource, decode};
 pub(crate) use decode::{describe, json_category};
-pub use manifest::{ManifestIndex, index_manifest, split_manifests};
+pub use manifest::{ManifestIndex, index_manifest, pruned_agrees, split_manifests};
 
 pub use crate::release::{ReleaseKey, Status, WorkloadKey};
 use crate::values::ValuesSummary;

@@ -65,6 +65,17 @@ enum Next {
 /// The document without the entries serde would ignore, or `None` when it is not plain block
 /// YAML (see the module documentation): then parse `doc` itself.
 pub fn prune(doc: &str) -> Option<String> {
+    // Lines are split at `\n` (a `\r\n` pair counts once): a lone carriage return is a line
+    // break to YAML too, and the other break-like characters and a byte-order mark are rare
+    // enough to leave to the full parser (found by the fuzzer).
+    let lone_cr = doc
+        .as_bytes()
+        .windows(2)
+        .any(|w| w[0] == b'\r' && w[1] != b'\n')
+        || doc.ends_with('\r');
+    if lone_cr || doc.contains(['\u{85}', '\u{2028}', '\u{2029}', '\u{feff}']) {
+        return None;
+    }
     let mut out = String::with_capacity(doc.len() / 3);
     // Inside a block scalar: its parent's column, and whether its lines are kept.
     let mut block: Option<(usize, bool)> = None;
@@ -342,6 +353,13 @@ mod tests {
     fn leaves_what_it_cannot_model_to_the_parser() {
         let cases = [
             ("open double quote", "kind: Pod\nx: \"a\n  b\"\n"),
+            // Found by the fuzzer: a lone carriage return breaks lines for YAML.
+            (
+                "lone carriage returns",
+                "kind: CronJob\n\r\r\rmetadata:\n  name: cj\n",
+            ),
+            ("line separator", "kind: Pod\nmetadata:\u{2028}  name: p\n"),
+            ("byte-order mark", "\u{feff}kind: Pod\n"),
             ("open single quote", "kind: Pod\nx: 'it''s\n  b'\n"),
             ("open flow", "kind: Pod\nx: [a,\n  b]\n"),
             ("comment inside flow", "kind: Pod\nx: [a, # c\n  b]\n"),
