@@ -12,9 +12,12 @@
 //!                                    revision, workload  │
 //!                                    → release map)      ▼
 //!  API server ──TLS──> transport ──> server ──> admission ──> policy::decide ──> AdmissionReview
-//!                      (timeouts,    (routes,   (one parse:   (pure: no I/O,     (deny / warnings /
-//!                       limits,       deadline,  Judged |      no kube, no        audit annotations /
-//!                       drain)        logs)      NotChecked |  axum, no tokio)    JSON patch)
+//!                      (timeouts,    (routes,   (one typed    (pure: no I/O,     (deny / warnings /
+//!                       limits,       deadline,  pass, else    no kube, no        audit annotations /
+//!                       drain)        logs)      a careful     axum, no tokio)    JSON patch)
+//!                                                reading:
+//!                                                Judged |
+//!                                                NotChecked |
 //!                                                Invalid)
 //! ```
 //!
