@@ -233,7 +233,7 @@ fn quoted(raw: Option<&RawValue>) -> String {
 /// Parses an AdmissionReview from JSON. On failure, the uid when one could be read, and why.
 ///
 /// A well-formed review is read in one typed pass; anything that pass does not take goes to
-/// the careful reading, which says what is wrong (see [`wire`]).
+/// the careful reading, which says what is wrong (see `wire`).
 pub fn parse(body: &[u8]) -> Result<Request<'_>, (String, ReviewError)> {
     match parse_typed(body) {
         Some(req) => Ok(req),

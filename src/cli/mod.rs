@@ -65,10 +65,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Sets up logging. `serve` logs JSON to stdout through a writer thread ([`logs`]), so a slow
+/// Sets up logging. `serve` logs JSON to stdout through a writer thread (`logs`), so a slow
 /// stdout (a stalled log shipper) never blocks a request worker: lines are buffered (up to
 /// 8 MiB) and, past that, dropped and counted rather than stall admission. The one-shot
-/// commands log to stderr so that their stdout stays machine-readable. JSON lines ([`json_line`]) carry each key once:
+/// commands log to stderr so that their stdout stays machine-readable. JSON lines (`json_line`) carry each key once:
 /// the event's fields at the top level, the current span (a watch's resource and namespace)
 /// as one `span` object, no span list repeating it.
 /// Colours only on a terminal.
