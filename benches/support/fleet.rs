@@ -175,6 +175,16 @@ pub fn edit_for(fleet: &Fleet, i: usize, change: Change) -> Edit {
             new[pos].1 = format!("ghcr.io/someone/hotfix:{}-debug", w.key.name);
         }
     }
+    set_image(w, rev, old, new)
+}
+
+/// A `kubectl set image` of workload `w` of revision `rev`, from `old` to `new` images.
+pub fn set_image(
+    w: &WorkloadImages,
+    rev: &RevisionIndex,
+    old: Vec<(String, String)>,
+    new: Vec<(String, String)>,
+) -> Edit {
     let mut e = Edit::kubectl_set_image(
         w.key.kind,
         &w.key.namespace,

@@ -9,7 +9,7 @@ use helm_guard::workload::WorkloadKind;
 use serde_json::{Value, json};
 
 use crate::client::Work;
-use crate::support::fleet::{Change, Fleet, edit_for, workload_of};
+use crate::support::fleet::{Change, Fleet, edit_for, set_image, workload_of};
 use crate::support::review::realistic_review;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -144,15 +144,5 @@ fn edit_of(fleet: &Fleet, i: usize, kind: WorkloadKind, change: Change, k: usize
             w.key.namespace, w.key.name
         );
     }
-    let mut e = Edit::kubectl_set_image(
-        w.key.kind,
-        &w.key.namespace,
-        &w.key.name,
-        &rev.release.name,
-        &[],
-        &[],
-    );
-    e.old_images = Some(old);
-    e.new_images = new;
-    Some(e)
+    Some(set_image(w, rev, old, new))
 }
