@@ -3,6 +3,7 @@
 //! analysis, the release decoder and the policy can all speak it without importing each other.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::workload::WorkloadKind;
 
@@ -65,11 +66,13 @@ impl fmt::Display for Status {
     }
 }
 
-/// A release: namespace and name.
+/// A release: namespace and name. The names are shared (`Arc<str>`): a key is cloned into
+/// every revision, reverse-map entry and bookkeeping entry of its release, and a clone must
+/// cost no memory at tens of thousands of releases.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReleaseKey {
-    pub namespace: Box<str>,
-    pub name: Box<str>,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl ReleaseKey {
@@ -87,12 +90,13 @@ impl fmt::Display for ReleaseKey {
     }
 }
 
-/// A workload object: kind, namespace, name.
+/// A workload object: kind, namespace, name. Shared names, as [`ReleaseKey`]'s: the index
+/// keeps each key in the revision, the reverse map and the release's registration.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkloadKey {
     pub kind: WorkloadKind,
-    pub namespace: Box<str>,
-    pub name: Box<str>,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl WorkloadKey {

@@ -17,10 +17,37 @@ use crate::helm::{DecodeLimits, ReleaseKey, RevisionIndex, Status, WorkloadKey};
 use crate::policy::{ReleaseView, Releases};
 use crate::values::ImageValue;
 
+/// One revision as the store keeps it: read from its record, or known from its object's
+/// labels alone (a superseded record a list left unread, [`RevisionIndex::unread`]). An
+/// unread revision costs its map entry and nothing else: a cold start of 10k releases with
+/// Helm's history of 10 holds 90k of them.
+#[derive(Debug, Clone)]
+enum Slot {
+    Read(Arc<RevisionIndex>),
+    Unread,
+}
+
+impl Slot {
+    fn of(rev: Arc<RevisionIndex>) -> Self {
+        if rev.is_read() {
+            Self::Read(rev)
+        } else {
+            Self::Unread
+        }
+    }
+
+    fn read(&self) -> Option<&Arc<RevisionIndex>> {
+        match self {
+            Self::Read(rev) => Some(rev),
+            Self::Unread => None,
+        }
+    }
+}
+
 /// All revisions of one release.
 #[derive(Debug, Default, Clone)]
 struct Entry {
-    revisions: BTreeMap<u32, Arc<RevisionIndex>>,
+    revisions: BTreeMap<u32, Slot>,
     /// The reverse-map keys this release registered (what a reindex must undo).
     rendered: Vec<WorkloadKey>,
 }
@@ -34,7 +61,7 @@ impl Entry {
             return;
         };
         let mut pool: Vec<Arc<[ImageValue]>> = Vec::new();
-        for rev in self.revisions.values() {
+        for rev in self.revisions.values().filter_map(Slot::read) {
             let v = &rev.values.values;
             for list in [&v.config_images, &v.chart_default_images] {
                 // Pointer equality first: most lists are already shared.
@@ -49,7 +76,10 @@ impl Entry {
                 .cloned()
                 .unwrap_or_else(|| list.clone())
         };
-        for (_, rev) in self.revisions.range_mut(..floor) {
+        for (_, slot) in self.revisions.range_mut(..floor) {
+            let Slot::Read(rev) = slot else {
+                continue;
+            };
             if rev.status.is_pending() {
                 continue;
             }
@@ -73,6 +103,7 @@ impl Entry {
             .revisions
             .values()
             .rev()
+            .filter_map(Slot::read)
             .find(|r| r.status == Status::Deployed)
             .cloned();
         // Only a pending revision newer than the deployed one is an operation in progress.
@@ -81,7 +112,7 @@ impl Entry {
             .revisions
             .range(floor + 1..)
             .rev()
-            .map(|(_, r)| r)
+            .filter_map(|(_, r)| r.read())
             .find(|r| r.status.is_pending())
             .cloned();
         ReleaseView { deployed, pending }
@@ -106,7 +137,7 @@ impl Index {
         let key = rev.release.clone();
         self.broken.remove(&(key.clone(), rev.revision));
         let entry = self.releases.entry(key.clone()).or_default();
-        entry.revisions.insert(rev.revision, rev);
+        entry.revisions.insert(rev.revision, Slot::of(rev));
         self.reindex(&key);
     }
 
@@ -138,7 +169,7 @@ impl Index {
                 .entry(rev.release.clone())
                 .or_default()
                 .revisions
-                .insert(rev.revision, rev);
+                .insert(rev.revision, Slot::of(rev));
         }
         // Everything was cleared: nothing to unregister, only to register.
         let keys: Vec<ReleaseKey> = self.releases.keys().cloned().collect();
@@ -153,7 +184,7 @@ impl Index {
         self.releases
             .get(release)
             .and_then(|e| e.revisions.get(&revision))
-            .is_some_and(|r| r.is_read())
+            .is_some_and(|r| r.read().is_some())
     }
 
     /// The releases with an unread revision, sorted.
@@ -161,7 +192,7 @@ impl Index {
         let mut keys: Vec<ReleaseKey> = self
             .releases
             .iter()
-            .filter(|(_, e)| e.revisions.values().any(|r| !r.is_read()))
+            .filter(|(_, e)| e.revisions.values().any(|r| r.read().is_none()))
             .map(|(k, _)| k.clone())
             .collect();
         keys.sort();
@@ -172,7 +203,7 @@ impl Index {
     pub fn has_unread(&self, release: &ReleaseKey) -> bool {
         self.releases
             .get(release)
-            .is_some_and(|e| e.revisions.values().any(|r| !r.is_read()))
+            .is_some_and(|e| e.revisions.values().any(|r| r.read().is_none()))
     }
 
     /// Records that a record of `release` at `revision` did not decode (`why` names the object
@@ -239,7 +270,15 @@ impl Releases for Index {
     fn history(&self, key: &ReleaseKey) -> Vec<Arc<RevisionIndex>> {
         self.releases
             .get(key)
-            .map(|e| e.revisions.values().cloned().collect())
+            .map(|e| {
+                e.revisions
+                    .iter()
+                    .map(|(n, slot)| match slot {
+                        Slot::Read(rev) => rev.clone(),
+                        Slot::Unread => RevisionIndex::unread(key.clone(), *n),
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
