@@ -213,6 +213,24 @@ pub fn decode_listed<K: ReleaseObject>(obj: &K, limits: DecodeLimits) -> Record 
     decode(obj, limits, Read::UnlessSuperseded)
 }
 
+/// Whether [`decode_listed`] leaves this object unread: labels and name only, a few hundred
+/// nanoseconds, so a list decodes such objects where they arrive instead of handing each to a
+/// decode thread (nine in ten records of a fleet with Helm's history of 10).
+pub fn listed_unread<K: ReleaseObject>(obj: &K) -> bool {
+    matches!(obj.holds(), Holds::Record)
+        && superseded_by_label(obj)
+        && obj
+            .meta()
+            .name
+            .as_deref()
+            .and_then(|name| parse_record_name("", name))
+            .is_some()
+}
+
+fn superseded_by_label<K: ReleaseObject>(obj: &K) -> bool {
+    obj.labels().get("status").map(String::as_str) == Some("superseded")
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Read {
     Always,
@@ -243,7 +261,7 @@ fn decode<K: ReleaseObject>(obj: &K, limits: DecodeLimits, read: Read) -> Record
         }
     }
     if read == Read::UnlessSuperseded
-        && obj.labels().get("status").map(String::as_str) == Some("superseded")
+        && superseded_by_label(obj)
         && let Some((key, revision)) = parse_record_name(&namespace, &name)
     {
         return Record::Revision(RevisionIndex::unread(key, revision), version);

@@ -96,7 +96,11 @@ async fn decode_event<K: ReleaseObject>(event: Event<K>, limits: DecodeLimits) -
     };
     match event {
         Event::Init => Decoded::Init,
-        // A list defers what no decision reads (superseded revisions); live events are read.
+        // A list defers what no decision reads (superseded revisions), where it arrives: a
+        // hand-off to a decode thread would cost more than the check. Live events are read.
+        Event::InitApply(obj) if feed::listed_unread(&obj) => {
+            Decoded::InitApply(decode_listed(&obj, limits))
+        }
         Event::InitApply(obj) => Decoded::InitApply(off_pool(obj, decode_listed::<K>).await),
         Event::InitDone => Decoded::InitDone,
         Event::Apply(obj) => {
