@@ -91,16 +91,21 @@ fn check_kind<S>(
     Ok(())
 }
 
+/// A string the body may have left borrowed, owned (empty when absent).
+fn owned(s: &Option<Cow<'_, str>>) -> String {
+    s.as_deref().unwrap_or_default().to_owned()
+}
+
 fn managed(meta: Option<&wire::Meta<'_>>) -> Vec<ManagedEntry> {
     meta.and_then(|m| m.managed_fields.as_ref())
         .map(|entries| {
             entries
                 .iter()
                 .map(|e| ManagedEntry {
-                    manager: e.manager.clone().unwrap_or_default(),
-                    operation: e.operation.clone().unwrap_or_default(),
-                    subresource: e.subresource.clone().unwrap_or_default(),
-                    time: e.time.clone().unwrap_or_default(),
+                    manager: owned(&e.manager),
+                    operation: owned(&e.operation),
+                    subresource: owned(&e.subresource),
+                    time: owned(&e.time),
                 })
                 .collect()
         })
@@ -143,8 +148,8 @@ pub(crate) fn image_owners(meta: Option<&wire::Meta<'_>>, kind: WorkloadKind) ->
                 if item.get("f:image").is_some() {
                     out.push(ImageOwner {
                         container: name,
-                        manager: e.manager.clone().unwrap_or_default(),
-                        time: e.time.clone().unwrap_or_default(),
+                        manager: owned(&e.manager),
+                        time: owned(&e.time),
                     });
                 }
             }
@@ -218,10 +223,10 @@ pub fn facts(req: &Request<'_>, settings: &Settings) -> Result<Facts, ReviewErro
     let namespace = req
         .namespace
         .clone()
-        .or_else(|| meta.and_then(|m| m.namespace.clone()))
+        .or_else(|| meta.and_then(|m| m.namespace.as_deref().map(str::to_owned)))
         .unwrap_or_default();
     let name = if req.name.is_empty() {
-        meta.and_then(|m| m.name.clone()).unwrap_or_default()
+        meta.map(|m| owned(&m.name)).unwrap_or_default()
     } else {
         req.name.clone()
     };
@@ -258,8 +263,9 @@ pub fn facts(req: &Request<'_>, settings: &Settings) -> Result<Facts, ReviewErro
         old_allow_drift: annotation(old_meta, ALLOW_DRIFT),
         old_drift_mark: annotation(old_meta, DRIFT_MARK),
         object_uid: old_meta
-            .and_then(|m| m.uid.clone())
-            .or_else(|| meta.and_then(|m| m.uid.clone())),
+            .and_then(|m| m.uid.as_deref())
+            .or_else(|| meta.and_then(|m| m.uid.as_deref()))
+            .map(str::to_owned),
         record: record_of(req, settings),
         containers: object.map(|o| o.containers).unwrap_or_default(),
         old_containers: if kind.is_some() {

@@ -20,6 +20,7 @@
 //! fixtures). kube's `AdmissionRequest<DynamicObject>` instead builds every object as a
 //! `serde_json::Value`: for a 20 KiB review that was 85% of the request path.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::de::IgnoredAny;
@@ -188,15 +189,17 @@ pub struct Object<'a, S = IgnoredAny> {
     pub spec: Option<S>,
 }
 
+/// Strings are borrowed from the body where they have no escapes (most do not): the facts
+/// copy what they keep once, instead of the parser allocating every string first.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Meta<'a> {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    #[serde(default)]
-    pub uid: Option<String>,
+    #[serde(default, borrow)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub namespace: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub uid: Option<Cow<'a, str>>,
     #[serde(default)]
     pub labels: Option<Labels>,
     #[serde(default)]
@@ -324,14 +327,14 @@ pub struct OwnerReference {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedField<'a> {
-    #[serde(default)]
-    pub manager: Option<String>,
-    #[serde(default)]
-    pub operation: Option<String>,
-    #[serde(default)]
-    pub subresource: Option<String>,
-    #[serde(default)]
-    pub time: Option<String>,
+    #[serde(default, borrow)]
+    pub manager: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub operation: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub subresource: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub time: Option<Cow<'a, str>>,
     /// Read only when ownership of a container's image matters (a Helm write); borrowed,
     /// never copied, until then.
     #[serde(default, borrow, rename = "fieldsV1")]

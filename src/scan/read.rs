@@ -226,7 +226,7 @@ pub(crate) fn workload(
     };
     let meta = obj.metadata;
     let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k)).cloned();
-    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let namespace = meta.namespace.as_deref().unwrap_or("default").to_owned();
     let release_annotation = annotation(RELEASE_NAME).map(|rel| {
         let ns = annotation(RELEASE_NAMESPACE).unwrap_or_else(|| namespace.clone());
         ReleaseKey::new(&ns, &rel)
@@ -235,7 +235,7 @@ pub(crate) fn workload(
     let owners = controllers(Some(&meta));
     Read::Workload(LiveWorkload {
         kind,
-        name: meta.name.clone().unwrap_or_default(),
+        name: meta.name.as_deref().unwrap_or_default().to_owned(),
         namespace,
         release_annotation,
         allow_drift: annotation(ALLOW_DRIFT),
