@@ -16,10 +16,6 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM ${RUNTIME_IMAGE}
 COPY --from=build /helm-guard /helm-guard
-# glibc malloc keeps freed memory per arena (one per busy thread) and in its heap top: two
-# arenas and mmap for blocks from 128 KiB (release records) cut RSS after a 10k-release sync
-# from ~164 to ~97 MiB (examples/fleet.rs) and keep it flat under load (examples/load --soak).
-ENV MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072
 USER 65532:65532
 # 8443: HTTPS admission webhooks; 8080: plain-HTTP /healthz, /readyz, /metrics.
 EXPOSE 8443 8080

@@ -582,6 +582,8 @@ fn reset_peak() {
 }
 
 fn main() {
+    // As the binary does: the allocator set up before any thread starts.
+    helm_guard::allocator::configure();
     helm_guard::tls::install_provider();
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("probe") {

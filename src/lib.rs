@@ -41,6 +41,7 @@
 
 pub mod actor;
 pub mod admission;
+pub mod allocator;
 pub mod cli;
 pub mod demo;
 pub mod events;

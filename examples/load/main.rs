@@ -155,11 +155,13 @@ fn guard_state(index: SharedIndex) -> AppState {
 fn allocator() -> String {
     match std::env::var("MALLOC_ARENA_MAX") {
         Ok(v) => format!("system malloc, MALLOC_ARENA_MAX={v}"),
-        Err(_) => "system malloc".to_owned(),
+        Err(_) => "system malloc, two arenas (helm_guard::allocator)".to_owned(),
     }
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the binary does: the allocator set up before any thread starts.
+    helm_guard::allocator::configure();
     let args = parse_args()?;
     if let Some(dir) = &args.write {
         return write_inputs(dir, args.releases);

@@ -153,6 +153,9 @@ where
             },
             Ok(Decoded::InitDone) => {
                 feed.finish_relist(source, std::mem::take(&mut failures));
+                // The list's page buffers and gunzip outputs are free now: back to the
+                // kernel before the watch counts as synced (milliseconds, once per list).
+                crate::allocator::release_free_memory();
                 feed.synced(source);
             }
             Ok(Decoded::Apply(record)) => {
@@ -176,11 +179,19 @@ pub fn watch_stream<K: ReleaseObject>(
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    read_ahead(watcher(api, watcher::Config::default().labels(OWNER_SELECTOR)).default_backoff())
+    let config = watcher::Config::default()
+        .labels(OWNER_SELECTOR)
+        .page_size(PAGE_SIZE);
+    read_ahead(watcher(api, config).default_backoff())
 }
 
+/// Objects per list page. kube (and client-go) ask for 500; each page is held three times
+/// over while it is read (the body, kube's copy of it, the objects), and once more ahead of
+/// the decoder ([`read_ahead`]): 250 halves that peak for a few more requests.
+const PAGE_SIZE: u32 = 250;
+
 /// Events read ahead of the decoder: one list page's worth.
-const READ_AHEAD: usize = 500;
+const READ_AHEAD: usize = PAGE_SIZE as usize;
 
 /// Polls `events` in a task of its own, up to [`READ_AHEAD`] events ahead of the consumer, so
 /// that kube fetches and parses the next list page while the records of the current one are
