@@ -98,10 +98,10 @@ async fn decode_event<K: ReleaseObject>(event: Event<K>, limits: DecodeLimits) -
         Event::Init => Decoded::Init,
         // A list defers what no decision reads (superseded revisions), where it arrives: a
         // hand-off to a decode thread would cost more than the check. Live events are read.
-        Event::InitApply(obj) if feed::listed_unread(&obj) => {
-            Decoded::InitApply(decode_listed(&obj, limits))
-        }
-        Event::InitApply(obj) => Decoded::InitApply(off_pool(obj, decode_listed::<K>).await),
+        Event::InitApply(obj) => match feed::unread_listed(&obj) {
+            Some(record) => Decoded::InitApply(record),
+            None => Decoded::InitApply(off_pool(obj, decode_object::<K>).await),
+        },
         Event::InitDone => Decoded::InitDone,
         Event::Apply(obj) => {
             // A closed semaphore is impossible (never closed); decode anyway if it were.
