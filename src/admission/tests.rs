@@ -50,6 +50,20 @@ fn rfc3339_known_instants() {
     assert_eq!(at(0), "1970-01-01T00:00:00Z");
     assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
     assert_eq!(at(1_795_687_200), "2026-11-26T10:00:00Z");
+    assert_eq!(at(253_402_300_799), "9999-12-31T23:59:59Z");
+    let micros = |s: u64, us: u64| {
+        let mut out = String::new();
+        let t = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(s)
+            + std::time::Duration::from_micros(us);
+        crate::text::write_rfc3339_micros(&mut out, t).expect("writes");
+        out
+    };
+    assert_eq!(micros(0, 7), "1970-01-01T00:00:00.000007Z");
+    assert_eq!(
+        micros(1_795_687_259, 999_999),
+        "2026-11-26T10:00:59.999999Z"
+    );
 }
 
 #[test]
