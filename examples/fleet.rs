@@ -581,9 +581,11 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// The binary's allocator, so that what is measured is what runs.
+#[global_allocator]
+static ALLOCATOR: helm_guard::allocator::Allocator = helm_guard::allocator::Allocator;
+
 fn main() {
-    // As the binary does: the allocator set up before any thread starts.
-    helm_guard::allocator::configure();
     helm_guard::tls::install_provider();
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("probe") {

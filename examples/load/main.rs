@@ -38,11 +38,10 @@
 //! sampled every `--sample-every` seconds, and it reports RSS at start, after `--warmup`
 //! seconds, the maximum, at the end of the load and after `--idle` seconds of idle
 //! (connections kept open, as the API server keeps them). The server runtime keeps tokio's
-//! default blocking-pool keep-alive (10 s), as production does. Set `MALLOC_ARENA_MAX` in
-//! the environment to try glibc's arena limit; to try another allocator, give this file a
-//! `#[global_allocator]` (jemalloc was measured that way: see the soak numbers in
-//! `docs/performance.md`). Latencies go into a fixed-size histogram (2% buckets), so the
-//! load generator's own memory stays flat.
+//! default blocking-pool keep-alive (10 s), as production does, and the binary's allocator
+//! (jemalloc, src/allocator.rs; `_RJEM_MALLOC_CONF` in the environment changes its settings).
+//! Latencies go into a fixed-size histogram (2% buckets), so the load generator's own memory
+//! stays flat.
 
 mod client;
 mod reviews;
@@ -159,9 +158,11 @@ fn allocator() -> String {
     }
 }
 
+/// The binary's allocator, so that what is measured is what runs.
+#[global_allocator]
+static ALLOCATOR: helm_guard::allocator::Allocator = helm_guard::allocator::Allocator;
+
 fn main() -> anyhow::Result<()> {
-    // As the binary does: the allocator set up before any thread starts.
-    helm_guard::allocator::configure();
     let args = parse_args()?;
     if let Some(dir) = &args.write {
         return write_inputs(dir, args.releases);

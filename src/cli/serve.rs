@@ -55,7 +55,12 @@ pub(super) async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    tracing::info!(listen = %running.addr, admin = ?running.admin_addr, "serving");
+    let (arenas, background_thread) = crate::allocator::settings();
+    tracing::info!(
+        listen = %running.addr, admin = ?running.admin_addr,
+        allocator_arenas = arenas, allocator_background_thread = background_thread,
+        "serving"
+    );
     server::shutdown_signal().await;
     tracing::info!(
         grace_seconds = a.shutdown_grace_seconds,
