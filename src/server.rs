@@ -359,16 +359,32 @@ impl Inner {
                 if !v.allowed || !v.warnings.is_empty() || !v.drifts.is_empty() || v.stale_pins > 0
                 {
                     info!(
-                        uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
-                        operation = m.operation, webhook = webhook_name, mode = mode_name,
-                        verdict = label, actor = v.actor, dry_run = m.dry_run,
-                        drifts = v.drifts.len(), stale_values = v.stale_pins, "reviewed"
+                        uid = m.uid.as_str(),
+                        namespace = m.namespace.as_str(),
+                        kind = m.kind.as_str(),
+                        name = m.name.as_str(),
+                        operation = m.operation,
+                        webhook = webhook_name,
+                        mode = mode_name,
+                        verdict = label,
+                        actor = v.actor,
+                        dry_run = m.dry_run,
+                        drifts = v.drifts.len(),
+                        stale_values = v.stale_pins,
+                        "reviewed"
                     );
                 } else {
                     debug!(
-                        uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
-                        operation = m.operation, webhook = webhook_name, mode = mode_name,
-                        verdict = label, actor = v.actor, "reviewed"
+                        uid = m.uid.as_str(),
+                        namespace = m.namespace.as_str(),
+                        kind = m.kind.as_str(),
+                        name = m.name.as_str(),
+                        operation = m.operation,
+                        webhook = webhook_name,
+                        mode = mode_name,
+                        verdict = label,
+                        actor = v.actor,
+                        "reviewed"
                     );
                 }
                 self.emit_events(m, &v.events);
@@ -379,14 +395,20 @@ impl Inner {
             }
             Outcome::NotChecked(NotChecked::NotGuarded) => {
                 debug!(
-                    uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
-                    operation = m.operation, verdict = label, "not checked: not guarded"
+                    uid = m.uid.as_str(),
+                    namespace = m.namespace.as_str(),
+                    kind = m.kind.as_str(),
+                    name = m.name.as_str(),
+                    operation = m.operation,
+                    verdict = label,
+                    "not checked: not guarded"
                 );
                 self.observe(webhook, mode, started, (&m.kind, label, "none"));
             }
             Outcome::NotChecked(NotChecked::Unreadable(error)) => {
                 warn!(
-                    uid = %m.uid, namespace = %m.namespace, kind = %m.kind, name = %m.name,
+                    uid = m.uid.as_str(), namespace = m.namespace.as_str(), kind = m.kind.as_str(),
+                        name = m.name.as_str(),
                     operation = m.operation, verdict = label, %error, "not checked: unreadable object"
                 );
                 self.observe(webhook, mode, started, (&m.kind, label, "none"));

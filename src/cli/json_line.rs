@@ -83,11 +83,22 @@ impl Fields<'_, '_> {
         if self.result.is_err() || field.name().starts_with("log.") {
             return false;
         }
-        self.result = self
-            .w
-            .write_char(',')
-            .and_then(|()| string(self.w, field.name()))
-            .and_then(|()| self.w.write_char(':'));
+        let name = field.name();
+        // Field names are identifiers almost always: three writes instead of an escaping pass.
+        self.result = if name
+            .bytes()
+            .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
+        {
+            self.w
+                .write_str(",\"")
+                .and_then(|()| self.w.write_str(name))
+                .and_then(|()| self.w.write_str("\":"))
+        } else {
+            self.w
+                .write_char(',')
+                .and_then(|()| string(self.w, name))
+                .and_then(|()| self.w.write_char(':'))
+        };
         self.result.is_ok()
     }
 
@@ -128,7 +139,9 @@ impl Visit for Fields<'_, '_> {
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.raw(field, format_args!("{value}"));
+        if self.key(field) {
+            self.result = self.w.write_str(if value { "true" } else { "false" });
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -136,7 +149,23 @@ impl Visit for Fields<'_, '_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.raw(field, format_args!("{value}"));
+        // Counts on every request's line: digits written directly, not through `fmt`.
+        if self.key(field) {
+            let mut buf = [0u8; 20];
+            let mut i = buf.len();
+            let mut v = value;
+            loop {
+                i -= 1;
+                buf[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+                if v == 0 {
+                    break;
+                }
+            }
+            self.result = self
+                .w
+                .write_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+        }
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
@@ -243,7 +272,8 @@ mod tests {
             let span = tracing::info_span!("watch", resource = "secrets", namespace = "a\"b");
             let _in = span.enter();
             tracing::warn!(
-                uid = %"u-1", count = 3u64, delta = -2i64, ok = true, ratio = 0.5f64,
+                uid = %"u-1", count = 3u64, zero = 0u64, max = u64::MAX, off = false,
+                "odd \"name\"" = 1u64, delta = -2i64, ok = true, ratio = 0.5f64,
                 nan = f64::NAN, list = ?["x", "y"], %error, "reviewed \"quoted\""
             );
         });
@@ -254,6 +284,10 @@ mod tests {
         assert_eq!(line["message"], "reviewed \"quoted\"");
         assert_eq!(line["uid"], "u-1");
         assert_eq!(line["count"], 3);
+        assert_eq!(line["zero"], 0);
+        assert_eq!(line["max"], u64::MAX);
+        assert_eq!(line["off"], false);
+        assert_eq!(line["odd \"name\""], 1);
         assert_eq!(line["delta"], -2);
         assert_eq!(line["ok"], true);
         assert_eq!(line["ratio"], 0.5);

@@ -24,7 +24,6 @@ const NAMED: usize = 5;
 /// The validating webhook's answer.
 pub fn validate(a: &Assessment, facts: &Facts, settings: &Settings, now: &str) -> Verdict {
     let mut v = Verdict::allow(a.actor);
-    v.drifts = a.violations.clone();
     if a.trusted_helm {
         v.warnings = overwritten_drift(facts);
     }
@@ -112,7 +111,6 @@ fn cap_warnings(v: &mut Verdict, unbuilt: usize) {
 /// The mutating webhook's answer: only the mark.
 pub fn mutate(a: &Assessment, facts: &Facts, settings: &Settings, now: &str) -> Verdict {
     let mut v = Verdict::allow(a.actor);
-    v.drifts = a.violations.clone();
     if a.violations.is_empty() {
         if a.current.is_empty() && facts.drift_mark.is_some() {
             v.patch = mark::removal();
@@ -150,35 +148,44 @@ fn renders(d: &Drift) -> String {
 }
 
 fn denial(a: &Assessment) -> String {
-    let mut msg = format!(
+    use std::fmt::Write as _;
+    // Written in place (`write!` into one buffer sized for the usual message), not through
+    // a `format!` per piece: this is on the path of every denied request.
+    let mut msg = String::with_capacity(512);
+    let _ = write!(
+        msg,
         "helm-guard: image drift from Helm release {} (revision {}) denied:",
         a.release, a.revision
     );
     for d in a.violations.iter().take(NAMED) {
-        if d.chart_image.is_empty() {
-            msg.push_str(&format!(
+        let _ = if d.chart_image.is_empty() {
+            write!(
+                msg,
                 " container {:?} requested {}, which the chart does not render (it renders no container of that name);",
                 d.container, d.live_image
-            ));
+            )
         } else {
-            msg.push_str(&format!(
+            write!(
+                msg,
                 " container {:?} requested {}, the chart renders {};",
                 d.container, d.live_image, d.chart_image
-            ));
-        }
+            )
+        };
     }
     msg.pop();
     if a.violations.len() > NAMED {
-        msg.push_str(&format!(
+        let _ = write!(
+            msg,
             "; and {} more container(s)",
             a.violations.len() - NAMED
-        ));
+        );
     }
-    msg.push_str(&format!(
+    let _ = write!(
+        msg,
         ". Change the image in the values of release {} and run helm upgrade, or, in an \
          emergency, add the annotation {ALLOW_DRIFT}=\"<reason>\" in the same change.",
         a.release.name
-    ));
+    );
     msg
 }
 

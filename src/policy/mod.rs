@@ -338,9 +338,14 @@ pub fn decide(
     }
     match drift::assess(webhook, facts, releases, settings, &writer) {
         drift::Assessed::Answer(v) => v,
-        drift::Assessed::Judged(a) => match webhook {
-            Webhook::Validate => answer::validate(&a, facts, settings, now),
-            Webhook::Mutate => answer::mutate(&a, facts, settings, now),
-        },
+        drift::Assessed::Judged(a) => {
+            let mut v = match webhook {
+                Webhook::Validate => answer::validate(&a, facts, settings, now),
+                Webhook::Mutate => answer::mutate(&a, facts, settings, now),
+            };
+            // Moved, not copied: the answer is built from them first.
+            v.drifts = a.violations;
+            v
+        }
     }
 }
