@@ -49,6 +49,14 @@ pub fn warning(s: &str) -> String {
     abbreviate(s, WARNING_MAX).into_owned()
 }
 
+/// [`warning`] of a string already owned: no copy when it needs no change.
+pub fn warning_owned(s: String) -> String {
+    match abbreviate(&s, WARNING_MAX) {
+        Cow::Owned(changed) => changed,
+        Cow::Borrowed(_) => s,
+    }
+}
+
 /// Whether a character must not reach a terminal as itself: C0/C1 controls, and the Unicode
 /// format characters that reorder or hide text (bidi embeddings and isolates, zero-width
 /// characters, the byte-order mark).

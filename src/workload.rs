@@ -141,12 +141,23 @@ impl Spec {
     /// Containers without a name or image are skipped: the API server rejects them anyway,
     /// and there is nothing to compare.
     pub fn containers(&self, kind: WorkloadKind) -> Vec<Container> {
-        self.containers_reusing(kind, &[])
+        self.collect(kind, &[], Image::new)
     }
 
-    /// [`Self::containers`], taking the parsed image of a `known` container written the same
-    /// way instead of parsing it again: an edit's old object mostly repeats the new one.
+    /// [`Self::containers`] of a request's object, taking the parsed image of a `known`
+    /// container written the same way instead of parsing it again (an edit's old object
+    /// mostly repeats the new one), and the others through the per-thread cache of recent
+    /// references ([`Image::recent`]).
     pub fn containers_reusing(&self, kind: WorkloadKind, known: &[Container]) -> Vec<Container> {
+        self.collect(kind, known, Image::recent)
+    }
+
+    fn collect(
+        &self,
+        kind: WorkloadKind,
+        known: &[Container],
+        parse: fn(&str) -> Image,
+    ) -> Vec<Container> {
         let pod = match kind {
             WorkloadKind::Pod => Some(self),
             WorkloadKind::CronJob => self
@@ -165,7 +176,7 @@ impl Spec {
                     let image = known
                         .iter()
                         .find(|k| k.image.as_str() == image.trim())
-                        .map_or_else(|| Image::new(image), |k| k.image.clone());
+                        .map_or_else(|| parse(image), |k| k.image.clone());
                     out.push(Container {
                         name: name.as_str().into(),
                         image,

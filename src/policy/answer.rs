@@ -189,31 +189,30 @@ fn denial(a: &Assessment) -> String {
     msg
 }
 
-fn event(reason: &'static str, head: String, drifts: &[Drift]) -> EventIntent {
+fn event(reason: &'static str, mut head: String, drifts: &[Drift]) -> EventIntent {
+    head.push_str(": ");
+    summary(&mut head, drifts);
     EventIntent {
         reason,
-        note: text::warning(&format!("{head}: {}", summary(drifts))),
+        note: text::warning_owned(head),
         warning: true,
         target: None,
     }
 }
 
-fn summary(drifts: &[Drift]) -> String {
-    let mut s = drifts
-        .iter()
-        .take(NAMED)
-        .map(|d| {
-            let chart = if d.chart_image.is_empty() {
-                "not rendered"
-            } else {
-                clip(&d.chart_image, text::FIELD_MAX)
-            };
-            format!("{} {} (chart {chart})", d.container, d.live_image)
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    if drifts.len() > NAMED {
-        s.push_str(&format!(" and {} more", drifts.len() - NAMED));
+/// `container image (chart image), …` for at most [`NAMED`] drifts, appended to `out`.
+fn summary(out: &mut String, drifts: &[Drift]) {
+    use std::fmt::Write as _;
+    for (i, d) in drifts.iter().take(NAMED).enumerate() {
+        let chart = if d.chart_image.is_empty() {
+            "not rendered"
+        } else {
+            clip(&d.chart_image, text::FIELD_MAX)
+        };
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(out, "{sep}{} {} (chart {chart})", d.container, d.live_image);
     }
-    s
+    if drifts.len() > NAMED {
+        let _ = write!(out, " and {} more", drifts.len() - NAMED);
+    }
 }
