@@ -150,12 +150,10 @@ fn guard_state(index: SharedIndex) -> AppState {
     )
 }
 
-/// The allocator settings in force, for the record (the binary uses the system allocator).
+/// The allocator settings in force, for the record (the binary's: jemalloc).
 fn allocator() -> String {
-    match std::env::var("MALLOC_ARENA_MAX") {
-        Ok(v) => format!("system malloc, MALLOC_ARENA_MAX={v}"),
-        Err(_) => "system malloc, two arenas (helm_guard::allocator)".to_owned(),
-    }
+    let (arenas, background) = helm_guard::allocator::settings();
+    format!("jemalloc, arenas {arenas:?}, background thread {background:?}")
 }
 
 /// The binary's allocator, so that what is measured is what runs.
