@@ -40,12 +40,16 @@ pub static MALLOC_CONF: &u8 = &CONF[0];
 
 const CONF: &[u8] = b"narenas:2,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
-/// What jemalloc made of its options: `(arenas, background thread)`. Reading them also keeps
+/// What jemalloc runs with: `(arenas, background thread running)`. Reading them also keeps
 /// [`MALLOC_CONF`] in the link (the binary calls this at start and logs it).
 pub fn settings() -> (Option<u32>, Option<bool>) {
-    // A use of the symbol from Rust: the linker then keeps the object that defines it.
-    std::hint::black_box(MALLOC_CONF);
-    (read(c"opt.narenas"), read(c"opt.background_thread"))
+    // The symbol's address taken from Rust: a reference the linker must keep, whatever LTO or
+    // section garbage collection would otherwise drop.
+    std::hint::black_box(&raw const MALLOC_CONF);
+    (
+        read::<u32>(c"opt.narenas"),
+        read::<u8>(c"background_thread").map(|on| on != 0),
+    )
 }
 
 /// Hands the free pages of every jemalloc arena back to the kernel. Takes each arena's lock
@@ -64,14 +68,21 @@ fn control(name: &CStr) -> bool {
     unsafe { mallctl(name.as_ptr(), null_mut(), null_mut(), null_mut(), 0) == 0 }
 }
 
-/// A read-only control of a plain value type (`unsigned`, `bool`, `size_t`).
+/// Integer types any bit pattern of which is a value: what [`read`] may read into (jemalloc
+/// may write part of a value before it refuses a size; a `bool` read is a `u8`).
+trait Plain: Copy + Default {}
+impl Plain for u8 {}
+impl Plain for u32 {}
+impl Plain for isize {}
+
+/// A read-only control of an integer type (`unsigned`, `bool` as a byte, `ssize_t`).
 #[allow(unsafe_code)]
-fn read<T: Copy + Default>(name: &CStr) -> Option<T> {
+fn read<T: Plain>(name: &CStr) -> Option<T> {
     let mut value = T::default();
     let mut len = size_of::<T>();
-    // SAFETY: `value` is a valid, writable `T` of `len` bytes; jemalloc writes at most `len`
-    // bytes (it fails with EINVAL if the control's type has another size) and sets `len` to
-    // what it wrote; nothing is written to it (null new value).
+    // SAFETY: `value` is a writable `T` of `len` bytes and every bit pattern is a valid `T`
+    // (`Plain`); jemalloc writes at most `len` bytes to it (failing with EINVAL if the
+    // control's type has another size) and sets `len` to what it wrote; no new value.
     let rc = unsafe {
         mallctl(
             name.as_ptr(),

@@ -408,8 +408,8 @@ impl Inner {
             Outcome::NotChecked(NotChecked::Unreadable(error)) => {
                 warn!(
                     uid = m.uid.as_str(), namespace = m.namespace.as_str(), kind = m.kind.as_str(),
-                        name = m.name.as_str(),
-                    operation = m.operation, verdict = label, %error, "not checked: unreadable object"
+                    name = m.name.as_str(), operation = m.operation, verdict = label, %error,
+                    "not checked: unreadable object"
                 );
                 self.observe(webhook, mode, started, (&m.kind, label, "none"));
             }

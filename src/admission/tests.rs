@@ -51,6 +51,7 @@ fn rfc3339_known_instants() {
     assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
     assert_eq!(at(1_795_687_200), "2026-11-26T10:00:00Z");
     assert_eq!(at(253_402_300_799), "9999-12-31T23:59:59Z");
+    assert_eq!(at(u64::MAX / 4), "9999-12-31T23:59:59Z");
     let micros = |s: u64, us: u64| {
         let mut out = String::new();
         let t = std::time::UNIX_EPOCH
