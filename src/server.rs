@@ -28,7 +28,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
-use tracing::{debug, info, warn};
+use tracing::{Level, warn};
 
 use prometheus_client::registry::Registry;
 
@@ -321,6 +321,22 @@ async fn prepare(
     }
 }
 
+/// A log line about one request: its identity (uid, namespace, kind, name, operation) as
+/// strings, then the line's own fields and message.
+macro_rules! request_line {
+    ($level:expr, $m:expr, $($rest:tt)+) => {
+        tracing::event!(
+            $level,
+            uid = $m.uid.as_str(),
+            namespace = $m.namespace.as_str(),
+            kind = $m.kind.as_str(),
+            name = $m.name.as_str(),
+            operation = $m.operation,
+            $($rest)+
+        )
+    };
+}
+
 impl Inner {
     /// Counts a request: `(kind, verdict, actor)`.
     fn observe(
@@ -358,12 +374,9 @@ impl Inner {
             Outcome::Judged(v) => {
                 if !v.allowed || !v.warnings.is_empty() || !v.drifts.is_empty() || v.stale_pins > 0
                 {
-                    info!(
-                        uid = m.uid.as_str(),
-                        namespace = m.namespace.as_str(),
-                        kind = m.kind.as_str(),
-                        name = m.name.as_str(),
-                        operation = m.operation,
+                    request_line!(
+                        Level::INFO,
+                        m,
                         webhook = webhook_name,
                         mode = mode_name,
                         verdict = label,
@@ -374,12 +387,9 @@ impl Inner {
                         "reviewed"
                     );
                 } else {
-                    debug!(
-                        uid = m.uid.as_str(),
-                        namespace = m.namespace.as_str(),
-                        kind = m.kind.as_str(),
-                        name = m.name.as_str(),
-                        operation = m.operation,
+                    request_line!(
+                        Level::DEBUG,
+                        m,
                         webhook = webhook_name,
                         mode = mode_name,
                         verdict = label,
@@ -394,22 +404,12 @@ impl Inner {
                 }
             }
             Outcome::NotChecked(NotChecked::NotGuarded) => {
-                debug!(
-                    uid = m.uid.as_str(),
-                    namespace = m.namespace.as_str(),
-                    kind = m.kind.as_str(),
-                    name = m.name.as_str(),
-                    operation = m.operation,
-                    verdict = label,
-                    "not checked: not guarded"
-                );
+                request_line!(Level::DEBUG, m, verdict = label, "not checked: not guarded");
                 self.observe(webhook, mode, started, (&m.kind, label, "none"));
             }
             Outcome::NotChecked(NotChecked::Unreadable(error)) => {
-                warn!(
-                    uid = m.uid.as_str(), namespace = m.namespace.as_str(), kind = m.kind.as_str(),
-                    name = m.name.as_str(), operation = m.operation, verdict = label, %error,
-                    "not checked: unreadable object"
+                request_line!(
+                    Level::WARN, m, verdict = label, %error, "not checked: unreadable object"
                 );
                 self.observe(webhook, mode, started, (&m.kind, label, "none"));
             }

@@ -702,6 +702,18 @@ impl Feed {
 mod tests {
     use super::*;
 
+    /// A feed over a fresh index, with metrics nobody reads.
+    fn feed(limits: DecodeLimits) -> (SharedIndex, Arc<Feed>) {
+        let index: SharedIndex = Default::default();
+        let feed = Feed::new(
+            index.clone(),
+            limits,
+            crate::metrics::Metrics::unregistered().store,
+            Arc::new(AtomicBool::new(false)),
+        );
+        (index, feed)
+    }
+
     #[test]
     fn record_names() {
         assert_eq!(
@@ -718,7 +730,6 @@ mod tests {
     #[test]
     fn lists_defer_superseded_records_and_relists_keep_readings() {
         use crate::demo::build::postgres_history;
-        use crate::metrics::Metrics;
         let history = postgres_history("CANARY-feed");
         let object = |i: usize, rv: &str| -> SecretRecord {
             let mut s = history.revisions[i].secret();
@@ -734,13 +745,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        let index: SharedIndex = Default::default();
-        let feed = Feed::new(
-            index.clone(),
-            limits,
-            Metrics::unregistered().store,
-            Arc::new(AtomicBool::new(false)),
-        );
+        let (index, feed) = feed(limits);
         let source = feed.add_source(RecordKind::Secret, None);
         let key = ReleaseKey::new("db", "db");
         let apply_listed = |rv: &str| {
@@ -769,7 +774,6 @@ mod tests {
     #[test]
     fn a_revision_goes_when_its_last_holder_lets_go() {
         use crate::demo::build::postgres_history;
-        use crate::metrics::Metrics;
         let history = postgres_history("CANARY-feed");
         let limits = DecodeLimits::default();
         let record = |i: usize| -> Record {
@@ -778,13 +782,7 @@ mod tests {
             let s: SecretRecord = serde_json::from_value(s).expect("a Secret");
             decode_object(&s, limits)
         };
-        let index: SharedIndex = Default::default();
-        let feed = Feed::new(
-            index.clone(),
-            limits,
-            Metrics::unregistered().store,
-            Arc::new(AtomicBool::new(false)),
-        );
+        let (index, feed) = feed(limits);
         let (a, b) = (
             feed.add_source(RecordKind::Secret, None),
             feed.add_source(RecordKind::ConfigMap, None),
