@@ -264,8 +264,8 @@ fn parse_typed(body: &[u8]) -> Option<Request<'_>> {
         namespace: r.namespace,
         operation: r.operation?,
         user_info: r.user_info.unwrap_or_default(),
-        object: r.object.map(|o| wire::Slot::Read(Box::new(o))),
-        old_object: r.old_object.map(|o| wire::Slot::Read(Box::new(o))),
+        object: r.object.map(wire::Slot::Read),
+        old_object: r.old_object.map(wire::Slot::Read),
         dry_run: r.dry_run,
         options: r.options,
     })

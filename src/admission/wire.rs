@@ -100,10 +100,12 @@ pub(super) struct TypedRequest<'a> {
     pub operation: Option<Operation>,
     #[serde(default)]
     pub user_info: Option<UserInfo>,
+    /// Boxed as they are read: an object is a few hundred bytes, moved up through every
+    /// level of the parse otherwise.
     #[serde(default, borrow)]
-    pub object: Option<Object<'a, Spec>>,
+    pub object: Option<Box<Object<'a, Spec>>>,
     #[serde(default, borrow)]
-    pub old_object: Option<Object<'a, Spec>>,
+    pub old_object: Option<Box<Object<'a, Spec>>>,
     #[serde(default)]
     pub dry_run: Option<bool>,
     #[serde(default)]

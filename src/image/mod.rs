@@ -422,7 +422,7 @@ impl Image {
         if raw.len() > RECENT_MAX_LEN {
             return Self::new(raw);
         }
-        let slot = fnv1a(raw.as_bytes()) as usize % RECENT_SLOTS;
+        let slot = slot_hash(raw.as_bytes()) as usize % RECENT_SLOTS;
         RECENT
             .try_with(|cache| {
                 let Ok(mut cache) = cache.try_borrow_mut() else {
@@ -445,11 +445,27 @@ impl Image {
     }
 }
 
-/// FNV-1a: a few nanoseconds for a reference, spread enough for 128 slots.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// A word-at-a-time multiplicative hash (FxHash's step over 8-byte chunks): spread enough
+/// for 128 slots, and ~8× fewer dependent multiplies than hashing byte by byte (FNV-1a was
+/// a third of the cache's cost). A hit is confirmed by comparing the whole string.
+fn slot_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let step = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut h = step(0, bytes.len() as u64);
+    for c in chunks.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = step(h, u64::from_le_bytes(w));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = step(h, u64::from_le_bytes(w));
+    }
+    // The high bits mix best: fold them down before the slot is taken modulo.
+    h ^ (h >> 32)
 }
 
 impl fmt::Debug for Image {
