@@ -68,6 +68,9 @@ pub struct Extras {
     pub registry: Arc<Registry>,
     pub fallback: Option<Arc<Fallback>>,
     pub events: Option<EventQueue>,
+    /// Where the `reviewed` lines go without tracing's formatter (`serve`'s JSON log writer);
+    /// `None`: through tracing, like every other line.
+    pub request_log: Option<Arc<dyn RequestLog>>,
 }
 
 impl Default for Extras {
@@ -79,6 +82,7 @@ impl Default for Extras {
             registry: Arc::new(registry),
             fallback: None,
             events: None,
+            request_log: None,
         }
     }
 }
@@ -180,11 +184,23 @@ impl Inner {
 /// The webhook router (served over TLS).
 pub fn router(state: AppState) -> Router {
     let max_body = state.inner.limits.max_body_bytes;
-    Router::new()
+    let mut router = Router::new()
         .route("/validate", post(validate_default))
         .route("/validate/{mode}", post(validate_mode))
         .route("/mutate", post(mutate_default))
-        .route("/mutate/{mode}", post(mutate_mode))
+        .route("/mutate/{mode}", post(mutate_mode));
+    // The known modes as routes of their own (a static segment is matched before `{mode}`):
+    // no path parameter to extract and parse on every request.
+    for webhook in [Webhook::Validate, Webhook::Mutate] {
+        for mode in [Mode::Enforce, Mode::Audit, Mode::Off] {
+            let path = format!("/{}/{}", webhook.as_str(), mode.as_str());
+            router = router.route(
+                &path,
+                post(move |State(s): State<AppState>, body: Body| admit(s, webhook, mode, body)),
+            );
+        }
+    }
+    router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(max_body))
@@ -337,6 +353,46 @@ macro_rules! request_line {
     };
 }
 
+/// The `info` line of a judged request that left a trace (a denial, drift, break-glass,
+/// stale values): the line the audit trail rests on, written on every such request.
+#[derive(Debug)]
+pub struct ReviewedLine<'a> {
+    pub meta: &'a admission::RequestMeta,
+    pub webhook: &'static str,
+    pub mode: &'static str,
+    pub verdict: &'static str,
+    pub actor: &'static str,
+    pub drifts: usize,
+    pub stale_values: usize,
+}
+
+impl ReviewedLine<'_> {
+    /// The line as a tracing event (target `helm_guard::server`, message `reviewed`).
+    pub fn trace(&self) {
+        request_line!(
+            Level::INFO,
+            self.meta,
+            webhook = self.webhook,
+            mode = self.mode,
+            verdict = self.verdict,
+            actor = self.actor,
+            dry_run = self.meta.dry_run,
+            drifts = self.drifts,
+            stale_values = self.stale_values,
+            "reviewed"
+        );
+    }
+}
+
+/// Writes [`ReviewedLine`]s itself. In the request path the tracing event, its field
+/// visitors and formatter cost ~1 µs of a ~27 µs request in place (measured: the same
+/// server with the line written directly is as fast as with it switched off); the sink
+/// writes the same bytes — `cli::json_line` tests they are equal — in one pass. It is
+/// used only while the line is enabled at `info` for this module, so filtering still works.
+pub trait RequestLog: Send + Sync {
+    fn reviewed(&self, line: &ReviewedLine<'_>);
+}
+
 impl Inner {
     /// Counts a request: `(kind, verdict, actor)`.
     fn observe(
@@ -374,18 +430,19 @@ impl Inner {
             Outcome::Judged(v) => {
                 if !v.allowed || !v.warnings.is_empty() || !v.drifts.is_empty() || v.stale_pins > 0
                 {
-                    request_line!(
-                        Level::INFO,
-                        m,
-                        webhook = webhook_name,
-                        mode = mode_name,
-                        verdict = label,
-                        actor = v.actor,
-                        dry_run = m.dry_run,
-                        drifts = v.drifts.len(),
-                        stale_values = v.stale_pins,
-                        "reviewed"
-                    );
+                    let line = ReviewedLine {
+                        meta: m,
+                        webhook: webhook_name,
+                        mode: mode_name,
+                        verdict: label,
+                        actor: v.actor,
+                        drifts: v.drifts.len(),
+                        stale_values: v.stale_pins,
+                    };
+                    match &self.extras.request_log {
+                        Some(log) if tracing::enabled!(Level::INFO) => log.reviewed(&line),
+                        _ => line.trace(),
+                    }
                 } else {
                     request_line!(
                         Level::DEBUG,

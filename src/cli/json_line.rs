@@ -15,13 +15,18 @@
 //! object. Events bridged from the `log` crate carry their target in a `log.target` field;
 //! it becomes `target`, and the other `log.*` fields (file, line, module) are left out.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
+use std::io;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+
+use super::logs::LogWriter;
+use crate::server::{RequestLog, ReviewedLine};
 
 /// The event format of `serve --log-format json`.
 pub struct JsonLine;
@@ -186,6 +191,74 @@ impl Visit for Fields<'_, '_> {
     }
 }
 
+/// [`crate::server::ReviewedLine`] written straight into the log buffer, byte for byte what
+/// [`JsonLine`] writes for its tracing event (no span: the request path has none).
+pub struct DirectLog {
+    writer: LogWriter,
+}
+
+impl DirectLog {
+    pub fn new(writer: LogWriter) -> Self {
+        Self { writer }
+    }
+}
+
+impl RequestLog for DirectLog {
+    fn reviewed(&self, line: &ReviewedLine<'_>) {
+        thread_local! {
+            static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        let _ = LINE.try_with(|buf| {
+            let Ok(mut buf) = buf.try_borrow_mut() else {
+                return line.trace();
+            };
+            buf.clear();
+            write_reviewed(&mut buf, std::time::SystemTime::now(), line);
+            // A line is taken or dropped whole; the writer never fails.
+            let _ = io::Write::write(&mut self.writer.clone(), buf.as_bytes());
+            if buf.capacity() > 4096 {
+                *buf = String::new();
+            }
+        });
+    }
+}
+
+/// The `reviewed` line, as [`JsonLine`] formats the tracing event [`ReviewedLine::trace`].
+pub fn write_reviewed(out: &mut String, now: std::time::SystemTime, line: &ReviewedLine<'_>) {
+    let m = line.meta;
+    out.push_str("{\"timestamp\":\"");
+    let _ = crate::text::write_rfc3339_micros(out, now);
+    out.push_str("\",\"level\":\"INFO\",\"message\":\"reviewed\"");
+    for (key, value) in [
+        ("uid", m.uid.as_str()),
+        ("namespace", &m.namespace),
+        ("kind", &m.kind),
+        ("name", &m.name),
+        ("operation", m.operation),
+        ("webhook", line.webhook),
+        ("mode", line.mode),
+        ("verdict", line.verdict),
+        ("actor", line.actor),
+    ] {
+        out.push_str(",\"");
+        out.push_str(key);
+        out.push_str("\":");
+        let _ = string(out, value);
+    }
+    out.push_str(if m.dry_run {
+        ",\"dry_run\":true"
+    } else {
+        ",\"dry_run\":false"
+    });
+    for (key, value) in [("drifts", line.drifts), ("stale_values", line.stale_values)] {
+        out.push_str(",\"");
+        out.push_str(key);
+        out.push_str("\":");
+        let _ = write!(out, "{value}");
+    }
+    out.push_str(",\"target\":\"helm_guard::server\"}\n");
+}
+
 /// A JSON string literal.
 fn string(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     w.write_char('"')?;
@@ -302,6 +375,50 @@ mod tests {
         let ts = line["timestamp"].as_str().expect("timestamp");
         assert_eq!(ts.len(), "2026-11-30T01:49:15.318286Z".len(), "{ts}");
         assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+    }
+
+    /// The direct line is the tracing line, byte for byte but the time, hostile names included.
+    #[test]
+    fn the_direct_reviewed_line_is_the_traced_one() {
+        for (name, dry_run, drifts) in [
+            ("web", false, 1usize),
+            ("we\"b\\\n\t\u{1}\u{7f}é\u{202e}", true, 0),
+        ] {
+            let meta = crate::admission::RequestMeta {
+                uid: "u-\"1".into(),
+                kind: "Deployment".into(),
+                namespace: "team\na".into(),
+                name: name.into(),
+                operation: "UPDATE",
+                dry_run,
+                ..Default::default()
+            };
+            let line = ReviewedLine {
+                meta: &meta,
+                webhook: "validate",
+                mode: "enforce",
+                verdict: "denied",
+                actor: "kubectl",
+                drifts,
+                stale_values: 3,
+            };
+            let lines = Lines::default();
+            let subscriber = tracing_subscriber::fmt()
+                .fmt_fields(JsonFields::new())
+                .event_format(JsonLine)
+                .with_writer(lines.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || line.trace());
+            let traced = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
+            let mut direct = String::new();
+            write_reviewed(&mut direct, std::time::SystemTime::now(), &line);
+            let stamp = |l: &str| l.find("\",\"level\"").map(|i| l[i..].to_owned());
+            assert!(stamp(&direct).is_some(), "{direct}");
+            assert_eq!(stamp(&direct), stamp(&traced), "\n{direct}{traced}");
+            assert_eq!(direct.len(), traced.len(), "\n{direct}{traced}");
+            let parsed: serde_json::Value = serde_json::from_str(&direct).expect("one JSON line");
+            assert_eq!(parsed["name"], name);
+        }
     }
 
     #[test]

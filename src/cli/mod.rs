@@ -11,6 +11,7 @@ mod serve;
 pub use args::*;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
@@ -44,8 +45,11 @@ pub fn run(args: Args) -> ExitCode {
         },
         Command::Serve(a) => {
             // Flushes the log lines still queued when `serve` returns.
-            let _flush = init_logs(a.log_format, "info", false);
-            match runtime().and_then(|rt| rt.block_on(serve::serve(a))) {
+            let (_flush, direct) = init_logs(a.log_format, "info", false);
+            let request_log = direct.map(|w| {
+                Arc::new(json_line::DirectLog::new(w)) as Arc<dyn crate::server::RequestLog>
+            });
+            match runtime().and_then(|rt| rt.block_on(serve::serve(a, request_log))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     let error = text::error_chain(e.chain());
@@ -71,8 +75,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// commands log to stderr so that their stdout stays machine-readable. JSON lines (`json_line`) carry each key once:
 /// the event's fields at the top level, the current span (a watch's resource and namespace)
 /// as one `span` object, no span list repeating it.
-/// Colours only on a terminal.
-fn init_logs(format: LogFormat, default: &str, stderr: bool) -> Option<logs::Flush> {
+/// Colours only on a terminal. With JSON to stdout, the writer is also returned for the
+/// request path's direct `reviewed` lines ([`json_line::DirectLog`]).
+fn init_logs(
+    format: LogFormat,
+    default: &str,
+    stderr: bool,
+) -> (Option<logs::Flush>, Option<logs::LogWriter>) {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -92,7 +101,7 @@ fn init_logs(format: LogFormat, default: &str, stderr: bool) -> Option<logs::Flu
                 .with_writer(std::io::stderr)
                 .try_init(),
         };
-        return None;
+        return (None, None);
     }
     let ansi = std::io::stdout().is_terminal();
     let (writer, guard) = match logs::batched(std::io::stdout()) {
@@ -102,13 +111,18 @@ fn init_logs(format: LogFormat, default: &str, stderr: bool) -> Option<logs::Flu
             return init_logs(format, default, true);
         }
     };
-    let _ = match format {
+    let direct = match format {
         LogFormat::Json => builder
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .event_format(json_line::JsonLine)
-            .with_writer(writer)
-            .try_init(),
-        LogFormat::Text => builder.with_ansi(ansi).with_writer(writer).try_init(),
+            .with_writer(writer.clone())
+            .try_init()
+            .ok()
+            .map(|()| writer),
+        LogFormat::Text => {
+            let _ = builder.with_ansi(ansi).with_writer(writer).try_init();
+            None
+        }
     };
-    Some(guard)
+    (Some(guard), direct)
 }

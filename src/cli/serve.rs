@@ -14,7 +14,10 @@ use crate::server::{self, AppState};
 use crate::store::{Index, SharedIndex, load_files};
 use crate::{events, lookup, reload, transport, watch};
 
-pub(super) async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+pub(super) async fn serve(
+    a: ServeArgs,
+    request_log: Option<Arc<dyn server::RequestLog>>,
+) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -23,6 +26,7 @@ pub(super) async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         fallback: None,
         events: None,
+        request_log,
     };
     let mut background = Vec::new();
     let index = if a.releases.is_empty() {
