@@ -69,7 +69,8 @@ fn is_unsafe(c: char) -> bool {
 
 /// `s` with unsafe characters escaped as `\u{..}`.
 pub fn printable(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(is_unsafe) {
+    // Printable ASCII throughout (every image, name and namespace): no character to decode.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.chars().any(is_unsafe) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
