@@ -168,7 +168,8 @@ impl Fallback {
         outcome
     }
 
-    fn satisfied(&self, key: &ReleaseKey, want: Want) -> bool {
+    /// Whether the index already has what a request about `key` needs (no lookup to make).
+    pub fn satisfied(&self, key: &ReleaseKey, want: Want) -> bool {
         let index = self.feed.index().read().unwrap_or_else(|e| e.into_inner());
         let view = index.release(key);
         match want {

@@ -285,12 +285,15 @@ async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Body) -> Respons
     };
     // Fallback: only when the index lacks the release the request names (or the pending
     // revision a Helm write needs); bounded by its own timeout and the request deadline.
+    // Boxed: the lookup's future is ~4 KiB, and held inline it made every request's future
+    // that large, copied as axum boxes it.
     if let Some(fallback) = &s.inner.extras.fallback
         && let Some((key, want)) = prepared
             .facts()
             .and_then(|f| lookup::hint(f, &s.inner.settings.actors.helm_managers))
+        && !fallback.satisfied(&key, want)
     {
-        let _ = tokio::time::timeout_at(deadline_at, fallback.ensure(&key, want)).await;
+        let _ = tokio::time::timeout_at(deadline_at, Box::pin(fallback.ensure(&key, want))).await;
     }
     let now = rfc3339(SystemTime::now());
     let reviewed = prepared.decide(webhook, &*s.inner.releases, s.inner.settings(mode), &now);
@@ -537,5 +540,24 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request's future is moved into a box by axum on every request: a rare, large await
+    /// held inline (the fallback lookup's was ~4 KiB) made every request copy it.
+    #[test]
+    fn a_request_future_stays_small() {
+        let state = AppState::new(
+            SharedIndex::default(),
+            Settings::new(Mode::Enforce),
+            ServeLimits::default(),
+            Arc::default(),
+        );
+        let future = admit(state, Webhook::Validate, Mode::Enforce, Body::empty());
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1024, "admit's future is {size} bytes");
     }
 }

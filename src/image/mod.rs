@@ -21,6 +21,7 @@ mod looks;
 pub use looks::{MAX_VALUE_LEN, is_image_component, looks_like_image_ref};
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest repository name (registry and path, after normalisation), as the runtimes check it.
 const NAME_MAX: usize = 255;
@@ -288,8 +289,9 @@ fn is_lower_hex(b: u8) -> bool {
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Image {
     /// The reference as written (trimmed), then its canonical form unless that is the same
-    /// text: one allocation per image.
-    buf: Box<str>,
+    /// text: one allocation per image, shared by its clones (the request path hands out
+    /// clones of cached and already-parsed images: a refcount each, not a copy).
+    buf: Arc<str>,
     /// Where the canonical form starts in `buf`; 0 when it is the written form (all of `buf`).
     canonical: u16,
     /// Length of `registry/repository` at the start of the canonical form.
@@ -350,7 +352,7 @@ impl Image {
         };
         let u = |n: usize| u16::try_from(n).ok();
         Some(Self {
-            buf: buf.into_boxed_str(),
+            buf: buf.into(),
             canonical: u(start)?,
             name: u(name)?,
             tag: (u(tag.0)?, u(tag.1)?),
