@@ -324,7 +324,8 @@ mod tests {
         }
     }
 
-    fn capture(f: impl FnOnce()) -> Vec<serde_json::Value> {
+    /// What [`JsonLine`] writes for the events `f` emits.
+    fn traced(f: impl FnOnce()) -> String {
         let lines = Lines::default();
         let subscriber = tracing_subscriber::fmt()
             .fmt_fields(JsonFields::new())
@@ -332,8 +333,12 @@ mod tests {
             .with_writer(lines.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
-        text.lines()
+        String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8")
+    }
+
+    fn capture(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        traced(f)
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
     }
@@ -402,14 +407,7 @@ mod tests {
                 drifts,
                 stale_values: 3,
             };
-            let lines = Lines::default();
-            let subscriber = tracing_subscriber::fmt()
-                .fmt_fields(JsonFields::new())
-                .event_format(JsonLine)
-                .with_writer(lines.clone())
-                .finish();
-            tracing::subscriber::with_default(subscriber, || line.trace());
-            let traced = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
+            let traced = traced(|| line.trace());
             let mut direct = String::new();
             write_reviewed(&mut direct, std::time::SystemTime::now(), &line);
             let stamp = |l: &str| l.find("\",\"level\"").map(|i| l[i..].to_owned());
