@@ -208,18 +208,24 @@ impl RequestLog for DirectLog {
         thread_local! {
             static LINE: RefCell<String> = const { RefCell::new(String::new()) };
         }
-        let _ = LINE.try_with(|buf| {
+        let written = LINE.try_with(|buf| {
             let Ok(mut buf) = buf.try_borrow_mut() else {
-                return line.trace();
+                return false;
             };
             buf.clear();
             write_reviewed(&mut buf, std::time::SystemTime::now(), line);
-            // A line is taken or dropped whole; the writer never fails.
+            // A line is taken or dropped whole (and then counted); the writer never fails.
             let _ = io::Write::write(&mut self.writer.clone(), buf.as_bytes());
             if buf.capacity() > 4096 {
                 *buf = String::new();
             }
+            true
         });
+        // No buffer on this thread (re-entered, or the thread is ending): the line still goes
+        // out, through tracing.
+        if written != Ok(true) {
+            line.trace();
+        }
     }
 }
 
