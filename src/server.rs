@@ -391,7 +391,8 @@ impl ReviewedLine<'_> {
 /// visitors and formatter cost ~1 µs of a ~27 µs request in place (measured: the same
 /// server with the line written directly is as fast as with it switched off); the sink
 /// writes the same bytes — `cli::json_line` tests they are equal — in one pass. It is
-/// used only while the line is enabled at `info` for this module, so filtering still works.
+/// used only while an `info` event of this module with the line's fields is enabled, so
+/// `RUST_LOG` (field-name directives included) filters it as it would the event.
 pub trait RequestLog: Send + Sync {
     fn reviewed(&self, line: &ReviewedLine<'_>);
 }
@@ -443,7 +444,16 @@ impl Inner {
                         stale_values: v.stale_pins,
                     };
                     match &self.extras.request_log {
-                        Some(log) if tracing::enabled!(Level::INFO) => log.reviewed(&line),
+                        Some(log)
+                            if tracing::enabled!(
+                                kind: tracing::metadata::Kind::EVENT,
+                                Level::INFO,
+                                { uid, namespace, kind, name, operation, webhook, mode, verdict,
+                                  actor, dry_run, drifts, stale_values, message }
+                            ) =>
+                        {
+                            log.reviewed(&line)
+                        }
                         _ => line.trace(),
                     }
                 } else {

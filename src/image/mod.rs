@@ -447,9 +447,11 @@ impl Image {
     }
 }
 
-/// A word-at-a-time multiplicative hash (FxHash's step over 8-byte chunks): spread enough
-/// for 128 slots, and ~8× fewer dependent multiplies than hashing byte by byte (FNV-1a was
-/// a third of the cache's cost). A hit is confirmed by comparing the whole string.
+/// A word-at-a-time hash (FxHash's step over 8-byte chunks, then murmur3's finaliser):
+/// ~8× fewer dependent multiplies than hashing byte by byte (FNV-1a was a third of the
+/// cache's cost). The finaliser matters: a product's low bits see only the low bits of what
+/// was multiplied, so without it references differing in their last bytes (`:v1.4.20`,
+/// `:v1.4.21`) shared a slot. A hit is confirmed by comparing the whole string.
 fn slot_hash(bytes: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let step = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
@@ -466,8 +468,9 @@ fn slot_hash(bytes: &[u8]) -> u64 {
         w[..rest.len()].copy_from_slice(rest);
         h = step(h, u64::from_le_bytes(w));
     }
-    // The high bits mix best: fold them down before the slot is taken modulo.
-    h ^ (h >> 32)
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
 }
 
 impl fmt::Debug for Image {
@@ -684,6 +687,27 @@ mod tests {
             // The canonical form is itself a reference, and canonical.
             assert_eq!(Image::new(&canonical).canonical(), canonical, "{input}");
             assert!(same(&input, &canonical), "{input}");
+        }
+    }
+
+    /// Sibling versions (what an edit's old and new images are) spread over the slots, at
+    /// every length: the last byte of a reference changes its slot.
+    #[test]
+    fn references_differing_in_their_last_bytes_spread() {
+        for prefix in [
+            "ghcr.io/acme/api:v1.4.",
+            "r/app:1.",
+            "quay.io/org/a-long-name:v1.2.",
+            "x:",
+        ] {
+            let slots: std::collections::HashSet<usize> = (0..100)
+                .map(|i| slot_hash(format!("{prefix}{i:02}").as_bytes()) as usize % RECENT_SLOTS)
+                .collect();
+            assert!(
+                slots.len() >= 50,
+                "{prefix}: {} slots of 100 references",
+                slots.len()
+            );
         }
     }
 
