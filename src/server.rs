@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -186,9 +186,9 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.inner.limits.max_body_bytes;
     let mut router = Router::new()
         .route("/validate", post(validate_default))
-        .route("/validate/{mode}", post(validate_mode))
+        .route("/validate/{mode}", post(unknown_mode))
         .route("/mutate", post(mutate_default))
-        .route("/mutate/{mode}", post(mutate_mode));
+        .route("/mutate/{mode}", post(unknown_mode));
     // The known modes as routes of their own (a static segment is matched before `{mode}`):
     // no path parameter to extract and parse on every request.
     for webhook in [Webhook::Validate, Webhook::Mutate] {
@@ -249,22 +249,10 @@ async fn mutate_default(State(s): State<AppState>, body: Body) -> Response {
     admit(s, Webhook::Mutate, mode, body).await
 }
 
-async fn validate_mode(
-    State(s): State<AppState>,
-    Path(mode): Path<String>,
-    body: Body,
-) -> Response {
-    match Mode::parse(&mode) {
-        Some(m) => admit(s, Webhook::Validate, m, body).await,
-        None => (StatusCode::NOT_FOUND, "unknown mode\n").into_response(),
-    }
-}
-
-async fn mutate_mode(State(s): State<AppState>, Path(mode): Path<String>, body: Body) -> Response {
-    match Mode::parse(&mode) {
-        Some(m) => admit(s, Webhook::Mutate, m, body).await,
-        None => (StatusCode::NOT_FOUND, "unknown mode\n").into_response(),
-    }
+/// `/validate/{mode}` and `/mutate/{mode}` for a mode that is not one of the known ones
+/// (those have routes of their own).
+async fn unknown_mode() -> Response {
+    (StatusCode::NOT_FOUND, "unknown mode\n").into_response()
 }
 
 /// Bodies up to this size are reviewed on the async worker: parsing them takes tens of
@@ -552,6 +540,7 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,6 @@
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::io;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -94,10 +93,7 @@ impl Fields<'_, '_> {
             .bytes()
             .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
         {
-            self.w
-                .write_str(",\"")
-                .and_then(|()| self.w.write_str(name))
-                .and_then(|()| self.w.write_str("\":"))
+            plain_key(self.w, name)
         } else {
             self.w
                 .write_char(',')
@@ -154,22 +150,8 @@ impl Visit for Fields<'_, '_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        // Counts on every request's line: digits written directly, not through `fmt`.
         if self.key(field) {
-            let mut buf = [0u8; 20];
-            let mut i = buf.len();
-            let mut v = value;
-            loop {
-                i -= 1;
-                buf[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
-            }
-            self.result = self
-                .w
-                .write_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+            self.result = decimal(self.w, value);
         }
     }
 
@@ -214,8 +196,7 @@ impl RequestLog for DirectLog {
             };
             buf.clear();
             write_reviewed(&mut buf, std::time::SystemTime::now(), line);
-            // A line is taken or dropped whole (and then counted); the writer never fails.
-            let _ = io::Write::write(&mut self.writer.clone(), buf.as_bytes());
+            self.writer.line(buf.as_bytes());
             if buf.capacity() > 4096 {
                 *buf = String::new();
             }
@@ -246,10 +227,7 @@ pub fn write_reviewed(out: &mut String, now: std::time::SystemTime, line: &Revie
         ("verdict", line.verdict),
         ("actor", line.actor),
     ] {
-        out.push_str(",\"");
-        out.push_str(key);
-        out.push_str("\":");
-        let _ = string(out, value);
+        let _ = plain_key(out, key).and_then(|()| string(out, value));
     }
     out.push_str(if m.dry_run {
         ",\"dry_run\":true"
@@ -257,12 +235,31 @@ pub fn write_reviewed(out: &mut String, now: std::time::SystemTime, line: &Revie
         ",\"dry_run\":false"
     });
     for (key, value) in [("drifts", line.drifts), ("stale_values", line.stale_values)] {
-        out.push_str(",\"");
-        out.push_str(key);
-        out.push_str("\":");
-        let _ = write!(out, "{value}");
+        let _ = plain_key(out, key).and_then(|()| decimal(out, value as u64));
     }
     out.push_str(",\"target\":\"helm_guard::server\"}\n");
+}
+
+/// `,"name":` for a name with nothing to escape.
+fn plain_key(w: &mut impl fmt::Write, name: &str) -> fmt::Result {
+    w.write_str(",\"")?;
+    w.write_str(name)?;
+    w.write_str("\":")
+}
+
+/// `v` in decimal, digits written directly (counts on every request's line), not through `fmt`.
+fn decimal(w: &mut impl fmt::Write, mut v: u64) -> fmt::Result {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    w.write_str(std::str::from_utf8(&buf[i..]).map_err(|_| fmt::Error)?)
 }
 
 /// A JSON string literal.

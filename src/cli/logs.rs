@@ -139,13 +139,13 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
-impl Write for LogWriter {
-    /// The subscriber writes each line with one call: a line is taken or dropped whole.
-    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+impl LogWriter {
+    /// Queues one whole line: taken, or dropped whole (and counted) when the buffer is full.
+    pub fn line(&self, line: &[u8]) {
         let mut buffer = self.shared.lock();
         if buffer.closed || buffer.bytes.len() + line.len() > self.shared.capacity {
             buffer.dropped += 1;
-            return Ok(line.len());
+            return;
         }
         let first = buffer.bytes.is_empty();
         buffer.bytes.extend_from_slice(line);
@@ -153,6 +153,13 @@ impl Write for LogWriter {
         if first {
             self.shared.ready.notify_one();
         }
+    }
+}
+
+impl Write for LogWriter {
+    /// The subscriber writes each line with one call: a line is taken or dropped whole.
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        self.line(line);
         Ok(line.len())
     }
 
