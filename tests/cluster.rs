@@ -1599,3 +1599,150 @@ async fn the_canary_reaches_no_log_line_gauge_or_report_of_the_inventory() {
         assert!(!r.to_string().contains(CANARY));
     }
 }
+
+// === (h) the binary in cluster mode ===
+
+/// The next stdout line of a child (JSON log lines), or `None` once it has closed or after
+/// `secs` seconds without one.
+async fn next_line(
+    rx: &Arc<Mutex<std::sync::mpsc::Receiver<String>>>,
+    secs: u64,
+) -> Option<String> {
+    let rx = rx.clone();
+    tokio::task::spawn_blocking(move || {
+        rx.lock()
+            .expect("lock")
+            .recv_timeout(Duration::from_secs(secs))
+            .ok()
+    })
+    .await
+    .expect("reader")
+}
+
+/// `serve` as shipped, against [`FakeApi`] through a kubeconfig: the cluster side (watches,
+/// Events) runs on its own runtime and the requests on the serving thread, so this is the
+/// test that the two meet — the index the watch fills answers a review, and the Event of
+/// the audited drift reaches the API — and that SIGTERM still drains and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_in_cluster_mode_answers_from_the_watched_index_and_sends_events() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let api = FakeApi::default();
+    for r in &history("db", "db").revisions {
+        api.put(r.secret());
+    }
+    let addr = api.serve().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user: {{}}\n"),
+    )
+    .expect("kubeconfig");
+    let bundle = helm_guard::tls::generate(&["localhost".to_owned()], 1).expect("certs");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, &bundle.cert_pem).expect("cert");
+    std::fs::write(&key, &bundle.key_pem).expect("key");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_helm-guard"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--default-mode", "audit", "--configmap-releases", "false"])
+        .args(["--pod-name", "helm-guard-0"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("RUST_LOG")
+        .env_remove("HELM_GUARD_SERVING_THREADS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let rx = Arc::new(Mutex::new(rx));
+    let (mut listen, mut ready, mut logs) = (None, false, Vec::new());
+    while listen.is_none() || !ready {
+        let line = next_line(&rx, 30)
+            .await
+            .unwrap_or_else(|| panic!("serve stopped logging: {logs:?}"));
+        let v: Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["message"] == "serving" {
+            listen = v["listen"].as_str().map(str::to_owned);
+        }
+        ready |= v["message"] == "every release watch has listed: ready";
+        logs.push(line);
+    }
+    let port = listen
+        .as_deref()
+        .and_then(|l| l.rsplit(':').next())
+        .expect("port")
+        .to_owned();
+
+    let edit = helm_guard::demo::fixtures::Edit::kubectl_set_image(
+        helm_guard::workload::WorkloadKind::StatefulSet,
+        "db",
+        "db-postgresql",
+        "db",
+        &[("postgresql", "docker.io/bitnami/postgresql:11.22.0")],
+        &[("postgresql", "docker.io/bitnami/postgresql:9.6.24")],
+    );
+    helm_guard::tls::install_provider();
+    let client = helm_guard::demo::client::WebhookClient::new(
+        bundle.ca_pem.as_bytes(),
+        &format!("https://localhost:{port}"),
+    )
+    .expect("client");
+    let (status, body) = client
+        .post_json(
+            "/validate",
+            serde_json::to_vec(&edit.review("c-1")).expect("json"),
+        )
+        .await
+        .expect("request");
+    assert_eq!(status.as_u16(), 200);
+    let v: Value = serde_json::from_slice(&body).expect("review");
+    assert_eq!(v["response"]["allowed"], true, "audit lets it through: {v}");
+    let warnings = v["response"]["warnings"].to_string();
+    assert!(
+        warnings.contains("9.6.24") && warnings.contains("11.22.0"),
+        "the drift is judged against the watched release: {v}"
+    );
+    eventually("the Event reaches the API", || {
+        api.event_posts.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&status.stderr).into_owned();
+    assert!(status.status.success(), "exits 0 after draining: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    while let Some(line) = next_line(&rx, 5).await {
+        logs.push(line);
+    }
+    let logs = logs.join("\n");
+    assert!(logs.contains("shutting down"), "{logs}");
+}

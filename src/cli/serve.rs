@@ -14,10 +14,14 @@ use crate::server::{self, AppState};
 use crate::store::{Index, SharedIndex, load_files};
 use crate::{events, lookup, reload, transport, watch};
 
+/// Serves until SIGTERM, then drains. `cluster_rt` runs the cluster side (watches, inventory,
+/// reports, Events) when the index comes from the cluster; without one it runs here.
 pub(super) async fn serve(
     a: ServeArgs,
     request_log: Option<Arc<dyn server::RequestLog>>,
+    cluster_rt: Option<tokio::runtime::Handle>,
 ) -> anyhow::Result<()> {
+    let a = Arc::new(a);
     let ready = Arc::new(AtomicBool::new(false));
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -30,7 +34,18 @@ pub(super) async fn serve(
     };
     let mut background = Vec::new();
     let index = if a.releases.is_empty() {
-        cluster(&a, &ready, &mut extras, &mut background).await?
+        let side = cluster(a.clone(), ready.clone(), metrics.clone());
+        let side = match cluster_rt {
+            Some(rt) => rt
+                .spawn(side)
+                .await
+                .context("the cluster runtime stopped")??,
+            None => side.await?,
+        };
+        extras.fallback = Some(side.fallback);
+        extras.events = Some(side.events);
+        background.extend(side.tasks);
+        side.index
     } else {
         files(&a, &metrics, &ready)?
     };
@@ -84,15 +99,26 @@ pub(super) async fn serve(
     Ok(())
 }
 
+/// What the cluster side hands the server.
+struct ClusterSide {
+    index: SharedIndex,
+    fallback: Arc<lookup::Fallback>,
+    events: events::EventQueue,
+    /// Its tasks, aborted when the server has drained.
+    tasks: Vec<JoinHandle<()>>,
+}
+
 /// The release index fed by the cluster: watches of the release records, the inventory and
-/// reports when asked for, fallback lookups and Events.
+/// reports when asked for, fallback lookups and Events. Everything it spawns runs on the
+/// runtime that awaits it (`serve`'s cluster runtime); the server reaches the client only
+/// through channels (kube's request buffer, the Event queue), which cross runtimes.
 async fn cluster(
-    a: &ServeArgs,
-    ready: &Arc<AtomicBool>,
-    extras: &mut server::Extras,
-    background: &mut Vec<JoinHandle<()>>,
-) -> anyhow::Result<SharedIndex> {
-    let metrics = extras.metrics.clone();
+    a: Arc<ServeArgs>,
+    ready: Arc<AtomicBool>,
+    metrics: Metrics,
+) -> anyhow::Result<ClusterSide> {
+    let a = &*a;
+    let mut background = Vec::new();
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
@@ -110,9 +136,9 @@ async fn cluster(
     };
     background.extend(watch::spawn(&client, &config, &feed));
     if a.inventory || a.reports == ReportsArg::Openreports {
-        inventory(a, &client, &feed, &index, &metrics, background).await;
+        inventory(a, &client, &feed, &index, &metrics, &mut background).await;
     }
-    extras.fallback = Some(Arc::new(lookup::Fallback::new(
+    let fallback = Arc::new(lookup::Fallback::new(
         client.clone(),
         feed,
         lookup::FallbackConfig {
@@ -121,17 +147,21 @@ async fn cluster(
             ..lookup::FallbackConfig::default()
         },
         metrics.lookups.clone(),
-    )));
-    let (queue, task) = events::EventQueue::spawn(
+    ));
+    let (events, task) = events::EventQueue::spawn(
         client,
         events::reporter(a.pod_name.as_deref()),
         a.event_queue,
         metrics.events.clone(),
     );
-    extras.events = Some(queue);
     background.push(task);
     tracing::info!(namespaces = ?a.watch_namespaces, configmaps = a.configmap_releases, "watching release records");
-    Ok(index)
+    Ok(ClusterSide {
+        index,
+        fallback,
+        events,
+        tasks: background,
+    })
 }
 
 /// The live drift inventory, and the OpenReports writer on top of it.
