@@ -22,8 +22,9 @@
 //! Both modes index `--releases` Helm releases (every record decoded by the real path) and
 //! serve them with `server::start` as shipped, on 127.0.0.1:0 with an in-memory certificate;
 //! the server logs as in production (JSON, info level) into a sink unless `--no-logs`.
-//! Server and client get a runtime each (two workers, like the machine's cores), so that
-//! thread names tell their CPU time apart.
+//! Server and client get a runtime each, so that thread names tell their CPU time apart. The
+//! servers run as `serve` runs them (`--serving-threads`, default 1: one event-loop thread,
+//! `srv`); the client has two workers, like the machine's cores.
 //!
 //! **Compare** (default): the floor (a no-op webhook on the same stack, see `servers.rs`)
 //! and helm-guard run side by side in this process, driven by the same client
@@ -77,6 +78,7 @@ struct Args {
     idle: u64,
     write: Option<std::path::PathBuf>,
     churn: usize,
+    serving_threads: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -93,6 +95,7 @@ fn parse_args() -> anyhow::Result<Args> {
         idle: 10,
         write: None,
         churn: 0,
+        serving_threads: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -113,10 +116,12 @@ fn parse_args() -> anyhow::Result<Args> {
             "--sample-every" => a.sample_every = value("--sample-every")?,
             "--idle" => a.idle = value("--idle")?,
             "--churn" => a.churn = value("--churn")? as usize,
+            "--serving-threads" => a.serving_threads = value("--serving-threads")? as usize,
             "--write" => a.write = Some(it.next().context("--write needs a directory")?.into()),
             "-h" | "--help" => {
                 println!(
-                    "load [--concurrency N] [--seconds S] [--rounds N] [--releases N] [--no-logs]\n\
+                    "load [--concurrency N] [--seconds S] [--rounds N] [--releases N] [--no-logs] \
+                     [--serving-threads N] [--churn N]\n\
                      load --soak SECONDS --rate N [--concurrency N] [--warmup S] \
                      [--sample-every S] [--idle S] [--releases N] [--no-logs]"
                 );
@@ -137,7 +142,63 @@ fn parse_args() -> anyhow::Result<Args> {
     a.warmup = a.warmup.min(a.soak.unwrap_or(0));
     a.sample_every = a.sample_every.clamp(1, 60);
     a.idle = a.idle.min(600);
+    a.serving_threads = a.serving_threads.clamp(1, 64);
     Ok(a)
+}
+
+/// The servers' runtime, shaped as `serve` shapes its own (`--serving-threads`): by default
+/// one event-loop thread, a current-thread runtime driven by a thread of its own named `srv`
+/// (its blocking pool is named so too, so `srv` CPU time is all the server's); with N > 1,
+/// N workers. `block_on` from the main thread waits for the future while `srv` drives the
+/// tasks. The `--churn` watch feed runs on a `cluster` runtime, as in `serve`.
+struct Serving {
+    rt: Arc<tokio::runtime::Runtime>,
+    driver: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+impl Serving {
+    fn start(args: &Args) -> anyhow::Result<Self> {
+        let mut b = if args.serving_threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(args.serving_threads);
+            b
+        };
+        b.thread_name("srv").enable_all();
+        if args.soak.is_none() {
+            // Blocking threads must outlive the runs for their CPU time to be counted.
+            b.thread_keep_alive(Duration::from_secs(600));
+        }
+        let rt = Arc::new(b.build()?);
+        let driver = (args.serving_threads <= 1)
+            .then(|| {
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let driving = rt.clone();
+                std::thread::Builder::new()
+                    .name("srv".into())
+                    .spawn(move || {
+                        let _ = driving.block_on(stopped);
+                    })
+                    .map(|t| (stop, t))
+            })
+            .transpose()?;
+        Ok(Self { rt, driver })
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn stop(mut self) {
+        if let Some((stop, thread)) = self.driver.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The guard's state over the fleet's index.
@@ -192,13 +253,11 @@ fn main() -> anyhow::Result<()> {
         bundle.cert_pem.as_bytes(),
         bundle.key_pem.as_bytes(),
     )?));
-    let mut server_rt = tokio::runtime::Builder::new_multi_thread();
-    server_rt.worker_threads(2).thread_name("srv").enable_all();
-    if args.soak.is_none() {
-        // Blocking threads must outlive the runs for their CPU time to be counted.
-        server_rt.thread_keep_alive(Duration::from_secs(600));
-    }
-    let server_rt = server_rt.build()?;
+    let server_rt = Serving::start(&args)?;
+    let cluster_rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("cluster")
+        .enable_all()
+        .build()?;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("cli")
@@ -236,7 +295,7 @@ fn main() -> anyhow::Result<()> {
                         &args,
                         &fleet,
                         &client_rt,
-                        &server_rt,
+                        &cluster_rt,
                         ca,
                         &guard_base,
                         &shared,
@@ -249,7 +308,8 @@ fn main() -> anyhow::Result<()> {
     };
     let stopped = server_rt.block_on(guard.shutdown(Duration::from_secs(2)));
     drop(client_rt);
-    drop(server_rt);
+    drop(cluster_rt);
+    server_rt.stop();
     let clean = outcome?;
     stopped?;
     if !clean {
@@ -485,7 +545,7 @@ fn churn(
     args: &Args,
     fleet: &support::fleet::Fleet,
     rt: &tokio::runtime::Runtime,
-    server_rt: &tokio::runtime::Runtime,
+    cluster_rt: &tokio::runtime::Runtime,
     ca: &[u8],
     base: &str,
     index: &SharedIndex,
@@ -517,7 +577,7 @@ fn churn(
     );
     let source = feed.add_source(RecordKind::Secret, None);
     let (tx, rx) = futures::channel::mpsc::channel(64);
-    let driver = server_rt.spawn(helm_guard::watch::drive::<DeserializeGuard<Secret>, _>(
+    let driver = cluster_rt.spawn(helm_guard::watch::drive::<DeserializeGuard<Secret>, _>(
         feed, source, rx,
     ));
     let (index, count) = (index.clone(), writes.len());
