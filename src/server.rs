@@ -262,7 +262,7 @@ const INLINE_MAX: usize = 64 << 10;
 
 async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Body) -> Response {
     let started = Instant::now();
-    let deadline_at = tokio::time::Instant::now() + s.inner.limits.deadline;
+    let deadline_at = tokio::time::Instant::from_std(started) + s.inner.limits.deadline;
     let prepared = match prepare(&s, mode, body, deadline_at).await {
         Ok(p) => p,
         Err(refused) => {

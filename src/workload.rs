@@ -100,31 +100,48 @@ impl fmt::Display for WorkloadKind {
 
 /// `spec` of any workload kind, or of a pod template. Recursive so that one type reads every
 /// nesting: the outermost level that has `containers` is the pod spec.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Spec {
+///
+/// `S` holds a container's name and image as read: owned `String`s from a manifest, text
+/// borrowed from the body of an admission request (`admission::wire::Text`), which the
+/// containers copy once.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "S: Deserialize<'de>"))]
+pub struct Spec<S = String> {
     #[serde(default)]
-    template: Option<Box<Template>>,
+    template: Option<Box<Template<S>>>,
     #[serde(default)]
-    job_template: Option<Box<Template>>,
+    job_template: Option<Box<Template<S>>>,
     #[serde(default)]
-    containers: Option<Vec<RawContainer>>,
+    containers: Option<Vec<RawContainer<S>>>,
     #[serde(default)]
-    init_containers: Option<Vec<RawContainer>>,
+    init_containers: Option<Vec<RawContainer<S>>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct Template {
-    #[serde(default)]
-    spec: Option<Spec>,
+impl<S> Default for Spec<S> {
+    fn default() -> Self {
+        Self {
+            template: None,
+            job_template: None,
+            containers: None,
+            init_containers: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
-struct RawContainer {
+#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+struct Template<S> {
     #[serde(default)]
-    name: Option<String>,
+    spec: Option<Spec<S>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+struct RawContainer<S> {
     #[serde(default)]
-    image: Option<String>,
+    name: Option<S>,
+    #[serde(default)]
+    image: Option<S>,
 }
 
 /// One container of a pod template and its image.
@@ -136,7 +153,7 @@ pub struct Container {
     pub init: bool,
 }
 
-impl Spec {
+impl<S: AsRef<str>> Spec<S> {
     /// The containers (then init containers) of the pod spec this workload spec holds.
     /// Containers without a name or image are skipped: the API server rejects them anyway,
     /// and there is nothing to compare.
@@ -173,12 +190,13 @@ impl Spec {
         for (list, init) in [(&pod.containers, false), (&pod.init_containers, true)] {
             for c in list.iter().flatten() {
                 if let (Some(name), Some(image)) = (&c.name, &c.image) {
+                    let image = image.as_ref();
                     let image = known
                         .iter()
                         .find(|k| k.image.as_str() == image.trim())
                         .map_or_else(|| parse(image), |k| k.image.clone());
                     out.push(Container {
-                        name: name.as_str().into(),
+                        name: name.as_ref().into(),
                         image,
                         init,
                     });

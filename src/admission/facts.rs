@@ -15,7 +15,7 @@ use crate::policy::{
     ALLOW_DRIFT, DRIFT_MARK, Facts, ImageOwner, Operation, Owner, RELEASE_NAME, RELEASE_NAMESPACE,
     RecordFacts, Settings,
 };
-use crate::workload::{Container, Spec, WorkloadKind};
+use crate::workload::{Container, WorkloadKind};
 
 /// An object of the request, read as far as the guard needs: metadata, and for a workload
 /// the containers of its pod template.
@@ -38,7 +38,7 @@ fn read<'a>(
     };
     Ok(Some(match kind {
         Some(kind) => {
-            let obj: wire::Object<'_, Spec> =
+            let obj: wire::Object<'_, wire::RequestSpec<'_>> =
                 serde_json::from_str(raw.get()).map_err(|_| ReviewError::Spec { which, kind })?;
             check_kind(&obj, kind, which)?;
             Read {
@@ -59,7 +59,7 @@ fn read<'a>(
 
 /// An object the typed pass has already read: the same checks as a raw one.
 fn read_object<'a>(
-    obj: &'a wire::Object<'a, Spec>,
+    obj: &'a wire::Object<'a, wire::RequestSpec<'a>>,
     kind: Option<WorkloadKind>,
     which: &'static str,
     known: &[Container],

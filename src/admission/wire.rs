@@ -27,7 +27,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::workload::Spec;
+/// A pod spec as a request carries it: container names and images borrowed from the body.
+pub type RequestSpec<'a> = crate::workload::Spec<Text<'a>>;
 
 /// `{"apiVersion": …, "kind": …, "request": …}`.
 #[derive(Deserialize)]
@@ -103,9 +104,9 @@ pub(super) struct TypedRequest<'a> {
     /// Boxed as they are read: an object is a few hundred bytes, moved up through every
     /// level of the parse otherwise.
     #[serde(default, borrow)]
-    pub object: Option<Box<Object<'a, Spec>>>,
+    pub object: Option<Box<Object<'a, RequestSpec<'a>>>>,
     #[serde(default, borrow)]
-    pub old_object: Option<Box<Object<'a, Spec>>>,
+    pub old_object: Option<Box<Object<'a, RequestSpec<'a>>>>,
     #[serde(default)]
     pub dry_run: Option<bool>,
     #[serde(default)]
@@ -116,7 +117,7 @@ pub(super) struct TypedRequest<'a> {
 #[derive(Debug)]
 pub enum Slot<'a> {
     Raw(&'a RawValue),
-    Read(Box<Object<'a, Spec>>),
+    Read(Box<Object<'a, RequestSpec<'a>>>),
 }
 
 /// `request` of an `admission.k8s.io/v1` AdmissionReview, typed.
@@ -272,7 +273,7 @@ impl<'de, const N: usize> serde::de::Visitor<'de> for Picker<N> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             match self.0.iter().position(|k| *k == key) {
                 Some(i) => {
                     let value = map.next_value::<String>()?;
@@ -294,25 +295,36 @@ impl<'de, const N: usize> serde::de::Visitor<'de> for Picker<N> {
     }
 }
 
-/// A map key, borrowed from the body unless it has escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+/// A string borrowed from the body unless it has escapes: map keys, container names and
+/// images (copied once, into the containers, instead of first by the parser).
+#[derive(Debug)]
+pub struct Text<'a>(Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Key<'de>;
+            type Value = Cow<'de, str>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Borrowed(s)))
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                s: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(s))
             }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Key<'de>, E> {
-                Ok(Key(std::borrow::Cow::Owned(s.to_owned())))
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(s.to_owned()))
             }
         }
-        d.deserialize_str(V)
+        d.deserialize_str(V).map(Text)
     }
 }
 
