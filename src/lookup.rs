@@ -18,6 +18,12 @@
 //!
 //! What a lookup finds is decoded off the async workers and applied to the index through the
 //! watch [`Feed`], attributed to the watch covering it so its next relist reconciles it.
+//!
+//! The API calls run as tasks on the runtime the fallback was made on — in `serve`, the
+//! cluster runtime — not in the request's future: kube's client does its work (connecting,
+//! TLS, reading and parsing the list) in the future that awaits it, and on the single
+//! serving thread that would hold up every other request. The task is aborted with the
+//! request's wait (its timeout or deadline).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -119,6 +125,8 @@ pub struct Fallback {
     inflight: Mutex<HashMap<ReleaseKey, Arc<OnceCell<LookupOutcome>>>>,
     recent: Mutex<HashMap<ReleaseKey, (Instant, LookupOutcome)>>,
     permits: Semaphore,
+    /// Where the API calls run: the runtime current when the fallback was made.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Fallback {
@@ -137,6 +145,7 @@ impl Fallback {
             inflight: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
             permits,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -233,9 +242,9 @@ impl Fallback {
         let selector = format!("owner=helm,name={}", key.name);
         // The feed's limits, so the watch and the fallback decode alike.
         let limits = self.feed.limits();
-        let secrets = list::<SecretRecord>(&self.client, &key.namespace, &selector, limits);
+        let secrets = self.list::<SecretRecord>(&key.namespace, &selector, limits);
         let (secrets, config_maps) = if self.config.configmaps {
-            let cms = list::<ConfigMapRecord>(&self.client, &key.namespace, &selector, limits);
+            let cms = self.list::<ConfigMapRecord>(&key.namespace, &selector, limits);
             let (s, c) = tokio::join!(secrets, cms);
             (s, Some(c))
         } else {
@@ -273,16 +282,59 @@ impl Fallback {
     }
 }
 
+impl Fallback {
+    /// [`list`] as a task of the fallback's runtime, aborted if this future is dropped.
+    async fn list<K: ReleaseObject>(
+        &self,
+        namespace: &str,
+        selector: &str,
+        limits: crate::helm::DecodeLimits,
+    ) -> Result<Vec<Record>, String> {
+        let call = list::<K>(
+            self.client.clone(),
+            namespace.to_owned(),
+            selector.to_owned(),
+            limits,
+        );
+        match &self.runtime {
+            Some(rt) => Aborting(rt.spawn(call))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string())),
+            None => call.await,
+        }
+    }
+}
+
+/// A task cancelled together with the future that awaits it.
+struct Aborting<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for Aborting<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for Aborting<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Lists and decodes (off the async workers) the release records of a selector.
 async fn list<K: ReleaseObject>(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
+    client: Client,
+    namespace: String,
+    selector: String,
     limits: crate::helm::DecodeLimits,
 ) -> Result<Vec<Record>, String> {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let api: Api<K> = Api::namespaced(client, &namespace);
     let list = api
-        .list(&ListParams::default().labels(selector))
+        .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| match e {
             kube::Error::Api(status) => format!("{} {}", status.code, status.reason),

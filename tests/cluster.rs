@@ -1619,10 +1619,23 @@ async fn next_line(
     .expect("reader")
 }
 
+/// A child process killed and reaped if the test ends before it waits for it.
+struct Reaped(Option<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// `serve` as shipped, against [`FakeApi`] through a kubeconfig: the cluster side (watches,
-/// Events) runs on its own runtime and the requests on the serving thread, so this is the
-/// test that the two meet — the index the watch fills answers a review, and the Event of
-/// the audited drift reaches the API — and that SIGTERM still drains and exits 0.
+/// Events, the fallback's API calls) runs on its own runtime and the requests on the
+/// serving thread, so this is the test that the two meet — the index the watch fills
+/// answers a review, the Event of the audited drift reaches the API, a release the watch
+/// never delivered is looked up — and that SIGTERM still drains and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_in_cluster_mode_answers_from_the_watched_index_and_sends_events() {
     use std::io::{BufRead, BufReader};
@@ -1644,7 +1657,13 @@ async fn serve_in_cluster_mode_answers_from_the_watched_index_and_sends_events()
     std::fs::write(&cert, &bundle.cert_pem).expect("cert");
     std::fs::write(&key, &bundle.key_pem).expect("key");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_helm-guard"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_helm-guard"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("HELM_GUARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
         .args([
             "serve",
             "--listen",
@@ -1653,7 +1672,12 @@ async fn serve_in_cluster_mode_answers_from_the_watched_index_and_sends_events()
             "127.0.0.1:0",
         ])
         .args(["--default-mode", "audit", "--configmap-releases", "false"])
-        .args(["--pod-name", "helm-guard-0"])
+        .args([
+            "--pod-name",
+            "helm-guard-0",
+            "--shutdown-grace-seconds",
+            "0",
+        ])
         .arg("--tls-cert")
         .arg(&cert)
         .arg("--tls-key")
@@ -1661,13 +1685,13 @@ async fn serve_in_cluster_mode_answers_from_the_watched_index_and_sends_events()
         .env("KUBECONFIG", &kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("RUST_LOG")
-        .env_remove("HELM_GUARD_SERVING_THREADS")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn serve");
     let (tx, rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().expect("stdout");
+    let mut child = Reaped(Some(child));
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -1728,6 +1752,29 @@ async fn serve_in_cluster_mode_answers_from_the_watched_index_and_sends_events()
     })
     .await;
 
+    // A release the watch never delivered: looked up (on the cluster runtime), not found,
+    // judged as a missing release (allowed by default).
+    let ghost = helm_guard::demo::fixtures::Edit::kubectl_set_image(
+        helm_guard::workload::WorkloadKind::StatefulSet,
+        "db",
+        "ghost-postgresql",
+        "ghost",
+        &[("postgresql", "docker.io/bitnami/postgresql:11.22.0")],
+        &[("postgresql", "docker.io/bitnami/postgresql:9.6.24")],
+    );
+    let (status, body) = client
+        .post_json(
+            "/validate",
+            serde_json::to_vec(&ghost.review("c-2")).expect("json"),
+        )
+        .await
+        .expect("request");
+    assert_eq!(status.as_u16(), 200);
+    let v: Value = serde_json::from_slice(&body).expect("review");
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    assert_eq!(api.lookups.load(Ordering::SeqCst), 1, "one lookup: {v}");
+
+    let child = child.0.take().expect("running");
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -110,8 +110,9 @@ struct ClusterSide {
 
 /// The release index fed by the cluster: watches of the release records, the inventory and
 /// reports when asked for, fallback lookups and Events. Everything it spawns runs on the
-/// runtime that awaits it (`serve`'s cluster runtime); the server reaches the client only
-/// through channels (kube's request buffer, the Event queue), which cross runtimes.
+/// runtime that awaits it (`serve`'s cluster runtime). The serving thread never drives the
+/// client itself: a fallback lookup runs its API calls as tasks of this runtime (`lookup`),
+/// and Events go through a queue whose sender is a task here.
 async fn cluster(
     a: Arc<ServeArgs>,
     ready: Arc<AtomicBool>,
