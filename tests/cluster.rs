@@ -1718,29 +1718,34 @@ async fn serve_in_cluster_mode_answers_from_the_watched_index_and_sends_events()
         .expect("port")
         .to_owned();
 
-    let edit = helm_guard::demo::fixtures::Edit::kubectl_set_image(
-        helm_guard::workload::WorkloadKind::StatefulSet,
-        "db",
-        "db-postgresql",
-        "db",
-        &[("postgresql", "docker.io/bitnami/postgresql:11.22.0")],
-        &[("postgresql", "docker.io/bitnami/postgresql:9.6.24")],
-    );
+    // `kubectl set image` of release `release`'s StatefulSet to PostgreSQL 9.6, answered.
+    let set_image = |name: &str, release: &str, uid: &str| {
+        let edit = helm_guard::demo::fixtures::Edit::kubectl_set_image(
+            helm_guard::workload::WorkloadKind::StatefulSet,
+            "db",
+            name,
+            release,
+            &[("postgresql", "docker.io/bitnami/postgresql:11.22.0")],
+            &[("postgresql", "docker.io/bitnami/postgresql:9.6.24")],
+        );
+        serde_json::to_vec(&edit.review(uid)).expect("json")
+    };
     helm_guard::tls::install_provider();
     let client = helm_guard::demo::client::WebhookClient::new(
         bundle.ca_pem.as_bytes(),
         &format!("https://localhost:{port}"),
     )
     .expect("client");
-    let (status, body) = client
-        .post_json(
-            "/validate",
-            serde_json::to_vec(&edit.review("c-1")).expect("json"),
-        )
-        .await
-        .expect("request");
-    assert_eq!(status.as_u16(), 200);
-    let v: Value = serde_json::from_slice(&body).expect("review");
+    let answer = |body: Vec<u8>| {
+        let client = &client;
+        async move {
+            let (status, body) = client.post_json("/validate", body).await.expect("request");
+            assert_eq!(status.as_u16(), 200);
+            serde_json::from_slice::<Value>(&body).expect("review")
+        }
+    };
+
+    let v = answer(set_image("db-postgresql", "db", "c-1")).await;
     assert_eq!(v["response"]["allowed"], true, "audit lets it through: {v}");
     let warnings = v["response"]["warnings"].to_string();
     assert!(
@@ -1754,23 +1759,7 @@ async fn serve_in_cluster_mode_answers_from_the_watched_index_and_sends_events()
 
     // A release the watch never delivered: looked up (on the cluster runtime), not found,
     // judged as a missing release (allowed by default).
-    let ghost = helm_guard::demo::fixtures::Edit::kubectl_set_image(
-        helm_guard::workload::WorkloadKind::StatefulSet,
-        "db",
-        "ghost-postgresql",
-        "ghost",
-        &[("postgresql", "docker.io/bitnami/postgresql:11.22.0")],
-        &[("postgresql", "docker.io/bitnami/postgresql:9.6.24")],
-    );
-    let (status, body) = client
-        .post_json(
-            "/validate",
-            serde_json::to_vec(&ghost.review("c-2")).expect("json"),
-        )
-        .await
-        .expect("request");
-    assert_eq!(status.as_u16(), 200);
-    let v: Value = serde_json::from_slice(&body).expect("review");
+    let v = answer(set_image("ghost-postgresql", "ghost", "c-2")).await;
     assert_eq!(v["response"]["allowed"], true, "{v}");
     assert_eq!(api.lookups.load(Ordering::SeqCst), 1, "one lookup: {v}");
 
