@@ -255,9 +255,11 @@ async fn unknown_mode() -> Response {
     (StatusCode::NOT_FOUND, "unknown mode\n").into_response()
 }
 
-/// Bodies up to this size are reviewed on the async worker: parsing them takes tens of
-/// microseconds, less than a hand-off to the blocking pool. Larger ones go to the pool, under
-/// the deadline, so they can neither stall a worker nor outlive the webhook timeout.
+/// Workload reviews up to this size are reviewed on the serving thread: parsing them takes
+/// tens of microseconds, less than a hand-off to the blocking pool. Larger ones go to the
+/// pool, under the deadline, so they can neither stall the thread nor outlive the webhook
+/// timeout. So does every body the one-pass reading does not take — release records above
+/// all, whose decode grows with the size of the gzipped release inside, not of the body.
 const INLINE_MAX: usize = 64 << 10;
 
 async fn admit(s: AppState, webhook: Webhook, mode: Mode, body: Body) -> Response {
@@ -308,8 +310,10 @@ async fn prepare(
             warn!(%error, "request body refused; failure policy decides");
             error.into_response()
         })?;
-    if body.len() <= INLINE_MAX {
-        return Ok(admission::prepare(&body, s.inner.settings(mode)));
+    if body.len() <= INLINE_MAX
+        && let Some(prepared) = admission::prepare_typed(&body, s.inner.settings(mode))
+    {
+        return Ok(prepared);
     }
     let state = s.clone();
     let work =

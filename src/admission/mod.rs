@@ -364,6 +364,12 @@ pub fn prepare(body: &[u8], settings: &Settings) -> Prepared {
     }
 }
 
+/// [`prepare`] for a body the one-pass reading takes (a well-formed review of anything but
+/// a Secret or ConfigMap); `None` for the rest, which [`prepare`] reads carefully.
+pub fn prepare_typed(body: &[u8], settings: &Settings) -> Option<Prepared> {
+    parse_typed(body).map(|req| prepare_request(&req, settings))
+}
+
 /// [`prepare`] for a parsed request.
 pub fn prepare_request(req: &Request<'_>, settings: &Settings) -> Prepared {
     let mut meta = meta_of(req);

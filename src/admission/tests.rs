@@ -361,3 +361,31 @@ fn the_typed_pass_agrees_with_the_careful_reading() {
     }
     assert!(typed > 0 && typed < total, "typed {typed} of {total}");
 }
+
+#[test]
+fn release_records_and_unusual_bodies_are_left_to_the_careful_reading() {
+    let settings = Settings::new(Mode::Enforce);
+    // A workload review: the one-pass reading takes it, and prepares what `prepare` does.
+    let body = wrap(request("UPDATE", Some(deployment("web"))));
+    let typed = prepare_typed(&body, &settings).expect("typed");
+    assert_eq!(
+        format!("{typed:?}"),
+        format!("{:?}", prepare(&body, &settings))
+    );
+    // A Secret (a release record's decode grows with the release inside, so the server sends
+    // it to the blocking pool), a ConfigMap and a malformed body: not taken.
+    let mut secret = request(
+        "CREATE",
+        Some(json!({"kind": "Secret", "metadata": {"name": "x"}})),
+    );
+    secret["kind"] = json!({"group": "", "version": "v1", "kind": "Secret"});
+    let mut config_map = secret.clone();
+    config_map["kind"]["kind"] = json!("ConfigMap");
+    for body in [wrap(secret), wrap(config_map), b"{\"request\": 5}".to_vec()] {
+        assert!(
+            prepare_typed(&body, &settings).is_none(),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
