@@ -280,9 +280,7 @@ impl Fallback {
             LookupOutcome::Found { revisions: found }
         }
     }
-}
 
-impl Fallback {
     /// [`list`] as a task of the fallback's runtime, aborted if this future is dropped.
     async fn list<K: ReleaseObject>(
         &self,
@@ -297,31 +295,11 @@ impl Fallback {
             limits,
         );
         match &self.runtime {
-            Some(rt) => Aborting(rt.spawn(call))
+            Some(rt) => tokio_util::task::AbortOnDropHandle::new(rt.spawn(call))
                 .await
                 .unwrap_or_else(|e| Err(e.to_string())),
             None => call.await,
         }
-    }
-}
-
-/// A task cancelled together with the future that awaits it.
-struct Aborting<T>(tokio::task::JoinHandle<T>);
-
-impl<T> std::future::Future for Aborting<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl<T> Drop for Aborting<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -286,9 +286,9 @@ pub struct ServeArgs {
     /// Threads that answer admission requests. 1 (the default): one event loop, so a request
     /// never waits on a hand-off between cores and the pod does not compete with itself for
     /// its CPU; the cluster watches, the inventory, reports and Events run on a runtime of
-    /// their own, and release records and large reviews on the blocking pool. One thread answers tens of thousands
-    /// of small reviews a second; more only helps where the pod has several cores and a
-    /// review rate no API server sends.
+    /// their own, and release records and large reviews on the blocking pool. One thread
+    /// answers tens of thousands of small reviews a second; more only helps where the pod
+    /// has several cores and a review rate no API server sends.
     #[arg(long, env = "HELM_GUARD_SERVING_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub serving_threads: u16,
     /// Log format.

@@ -82,9 +82,9 @@ pub fn run(args: Args) -> ExitCode {
 /// between cores, nor does the pod's own second worker compete with it for the CPU. On the
 /// two cores it shares with a load generator this took the 4 KiB review's p99 from
 /// 2.3–2.9 ms to 0.5–0.7 ms (docs/performance.md, fifth pass). The work that would stall
-/// such a loop runs elsewhere: release records and reviews over 64 KiB on the blocking pool, release decoding
-/// on its own threads (`watch::pool`), and the cluster side on the second runtime, so a
-/// list page being parsed never delays an answer.
+/// such a loop runs elsewhere: release records and reviews over 64 KiB on the blocking
+/// pool, release decoding on its own threads (`watch::pool`), and the cluster side on the
+/// second runtime, so a list page being parsed never delays an answer.
 fn serve_runtimes(
     a: &ServeArgs,
 ) -> anyhow::Result<(tokio::runtime::Runtime, Option<tokio::runtime::Runtime>)> {
