@@ -310,14 +310,20 @@ async fn prepare(
             warn!(%error, "request body refused; failure policy decides");
             error.into_response()
         })?;
-    if body.len() <= INLINE_MAX
-        && let Some(prepared) = admission::prepare_typed(&body, s.inner.settings(mode))
-    {
+    let inline = body.len() <= INLINE_MAX;
+    if inline && let Some(prepared) = admission::prepare_typed(&body, s.inner.settings(mode)) {
         return Ok(prepared);
     }
     let state = s.clone();
-    let work =
-        tokio::task::spawn_blocking(move || admission::prepare(&body, state.inner.settings(mode)));
+    let work = tokio::task::spawn_blocking(move || {
+        let settings = state.inner.settings(mode);
+        // A body the typed pass already declined here is not given it a second time.
+        if inline {
+            admission::prepare_careful(&body, settings)
+        } else {
+            admission::prepare(&body, settings)
+        }
+    });
     match tokio::time::timeout_at(deadline_at, work).await {
         Ok(Ok(p)) => Ok(p),
         Ok(Err(error)) => {

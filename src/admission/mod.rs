@@ -352,7 +352,17 @@ fn meta_of(req: &Request<'_>) -> RequestMeta {
 
 /// Parses a body and lifts its facts: everything CPU-bound before the decision.
 pub fn prepare(body: &[u8], settings: &Settings) -> Prepared {
-    match parse(body) {
+    prepared(parse(body), settings)
+}
+
+/// [`prepare`] for a body [`prepare_typed`] has already declined: the careful reading alone,
+/// which is what [`prepare`] would come to after a second, failing typed pass.
+pub fn prepare_careful(body: &[u8], settings: &Settings) -> Prepared {
+    prepared(parse_careful(body), settings)
+}
+
+fn prepared(parsed: Result<Request<'_>, (String, ReviewError)>, settings: &Settings) -> Prepared {
+    match parsed {
         Ok(req) => prepare_request(&req, settings),
         Err((uid, e)) => Prepared {
             meta: RequestMeta {
