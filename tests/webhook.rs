@@ -945,6 +945,17 @@ fn without(pointer: &str) -> Value {
     r
 }
 
+/// `r` without `options.fieldManager`, as `kubectl rollout undo` sends it.
+fn unnamed(mut r: Value) -> Value {
+    if let Some(o) = r
+        .pointer_mut("/request/options")
+        .and_then(Value::as_object_mut)
+    {
+        o.remove("fieldManager");
+    }
+    r
+}
+
 /// A Helm release record of db/db at revision 3 (not in the index), as a Secret whose
 /// `data.release` is `release` (the API's base64 layer is added here), passing through
 /// admission as a CREATE.
@@ -1042,8 +1053,19 @@ fn catalogue() -> Vec<Row> {
         Row::json("object a number", &bent("/request/object", json!(1))).allowed().text("not checked"),
         Row::json("oldObject a string", &bent("/request/oldObject", json!("x"))).allowed().text("not checked"),
         Row::json("metadata a string", &bent("/request/object/metadata", json!("m"))).allowed().text("not checked"),
-        Row::json("managedFields not a list", &bent("/request/object/metadata/managedFields", json!({"manager": "helm"}))).allowed().text("not checked"),
-        Row::json("managedFields entry with a numeric manager", &bent("/request/object/metadata/managedFields/0/manager", json!(1))).allowed().text("not checked"),
+        // managedFields are read only when the request names no field manager (they say who
+        // wrote it then) or claims to be Helm: otherwise a bent list is not in the way of
+        // judging the images.
+        Row::json("managedFields not a list, field manager named", &bent("/request/object/metadata/managedFields", json!({"manager": "helm"}))).denied(),
+        Row::json("managedFields entry with a numeric manager, field manager named", &bent("/request/object/metadata/managedFields/0/manager", json!(1))).denied(),
+        Row::json("managedFields not a list, no field manager", &unnamed(bent("/request/object/metadata/managedFields", json!({"manager": "helm"})))).allowed().text("not checked"),
+        Row::json("managedFields entry with a numeric manager, no field manager", &unnamed(bent("/request/object/metadata/managedFields/0/manager", json!(1)))).allowed().text("not checked"),
+        Row::json("old managedFields not a list, no field manager", &unnamed(bent("/request/oldObject/metadata/managedFields", json!("x")))).allowed().text("not checked"),
+        Row::json("old managedFields not a list, claims Helm", &{
+            let mut r = bent("/request/oldObject/metadata/managedFields", json!("x"));
+            r["request"]["options"]["fieldManager"] = json!("helm");
+            r
+        }).allowed().text("not checked"),
         Row::json("annotations a list", &bent("/request/object/metadata/annotations", json!(["a"]))).allowed().text("not checked"),
         Row::json("annotation value a number", &bent("/request/object/metadata/annotations/note", json!(1))).allowed().text("not checked"),
         Row::json("labels a string", &bent("/request/object/metadata/labels", json!("l"))).allowed().text("not checked"),

@@ -96,33 +96,47 @@ fn owned(s: &Option<Cow<'_, str>>) -> String {
     s.as_deref().unwrap_or_default().to_owned()
 }
 
-fn managed(meta: Option<&wire::Meta<'_>>) -> Vec<ManagedEntry> {
-    meta.and_then(|m| m.managed_fields.as_ref())
-        .map(|entries| {
-            entries
-                .iter()
-                .map(|e| ManagedEntry {
-                    manager: owned(&e.manager),
-                    operation: owned(&e.operation),
-                    subresource: owned(&e.subresource),
-                    time: owned(&e.time),
-                })
-                .collect()
+/// The `managedFields` entries of an object (none when it has none), owned.
+fn managed(
+    meta: Option<&wire::Meta<'_>>,
+    which: &'static str,
+) -> Result<Vec<ManagedEntry>, ReviewError> {
+    let Some(meta) = meta else {
+        return Ok(Vec::new());
+    };
+    let entries = meta
+        .managed_fields()
+        .map_err(|_| ReviewError::ManagedFields { which })?;
+    Ok(entries
+        .iter()
+        .map(|e| ManagedEntry {
+            manager: owned(&e.manager),
+            operation: owned(&e.operation),
+            subresource: owned(&e.subresource),
+            time: owned(&e.time),
         })
-        .unwrap_or_default()
+        .collect())
 }
 
 /// Who owns each container's `image` field in an object, per its `managedFields`
 /// (`f:spec…f:containers.k:{"name":"x"}.f:image`, at the kind's pod-spec depth).
-pub(crate) fn image_owners(meta: Option<&wire::Meta<'_>>, kind: WorkloadKind) -> Vec<ImageOwner> {
+///
+/// An error when `managedFields` is not a list of entries.
+pub(crate) fn image_owners(
+    meta: Option<&wire::Meta<'_>>,
+    kind: WorkloadKind,
+) -> Result<Vec<ImageOwner>, serde_json::Error> {
     let path: &[&str] = match kind {
         WorkloadKind::Pod => &["f:spec"],
         WorkloadKind::CronJob => &["f:spec", "f:jobTemplate", "f:spec", "f:template", "f:spec"],
         _ => &["f:spec", "f:template", "f:spec"],
     };
     let mut out = Vec::new();
-    let entries = meta.and_then(|m| m.managed_fields.as_ref());
-    for e in entries.into_iter().flatten() {
+    let entries = match meta {
+        Some(m) => m.managed_fields()?,
+        None => Vec::new(),
+    };
+    for e in &entries {
         let Some(fields) = e
             .fields_v1
             .as_ref()
@@ -155,7 +169,7 @@ pub(crate) fn image_owners(meta: Option<&wire::Meta<'_>>, kind: WorkloadKind) ->
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// The release record an admission request carries, if it is one (a Secret of type
@@ -163,7 +177,7 @@ pub(crate) fn image_owners(meta: Option<&wire::Meta<'_>>, kind: WorkloadKind) ->
 /// limits. Only these objects are read whole.
 fn record_of(req: &Request<'_>, settings: &Settings) -> Option<RecordFacts> {
     let core = req.kind.group.is_empty() && req.sub_resource.as_deref().unwrap_or("").is_empty();
-    if !core || !matches!(req.kind.kind.as_str(), "Secret" | "ConfigMap") {
+    if !core || !matches!(&*req.kind.kind, "Secret" | "ConfigMap") {
         return None;
     }
     // Secrets and ConfigMaps always come through the careful reading, object kept raw.
@@ -218,29 +232,36 @@ pub fn facts(req: &Request<'_>, settings: &Settings) -> Result<Facts, ReviewErro
     let annotation = |m: Option<&wire::Meta<'_>>, k: &str| {
         m.and_then(|m| m.annotations.as_ref())
             .and_then(|a| a.get(k))
-            .cloned()
+            .map(str::to_owned)
     };
     let namespace = req
         .namespace
-        .clone()
-        .or_else(|| meta.and_then(|m| m.namespace.as_deref().map(str::to_owned)))
-        .unwrap_or_default();
+        .as_deref()
+        .or_else(|| meta.and_then(|m| m.namespace.as_deref()))
+        .unwrap_or_default()
+        .to_owned();
     let name = if req.name.is_empty() {
         meta.map(|m| owned(&m.name)).unwrap_or_default()
     } else {
-        req.name.clone()
+        req.name.clone().into_owned()
     };
     let release_annotation = annotation(meta, RELEASE_NAME).map(|rel| {
         let ns = annotation(meta, RELEASE_NAMESPACE).unwrap_or_else(|| namespace.clone());
         ReleaseKey::new(&ns, &rel)
     });
-    let writer = writer_facts(req, meta, old_meta);
+    let writer = writer_facts(req, meta, old_meta)?;
     // Who set each image is read from `fieldsV1` only for a write that claims to be Helm's:
     // the only answer that uses it is the "drift being overwritten" warning.
     let claims_helm = writer
         .field_manager
         .as_ref()
         .is_some_and(|m| settings.actors.helm_managers.contains(m));
+    let old_image_owners = match kind {
+        Some(k) if claims_helm => {
+            image_owners(old_meta, k).map_err(|_| ReviewError::ManagedFields { which: "old" })?
+        }
+        _ => Vec::new(),
+    };
     Ok(Facts {
         operation: operation(req.operation),
         kind,
@@ -255,11 +276,8 @@ pub fn facts(req: &Request<'_>, settings: &Settings) -> Result<Facts, ReviewErro
         pod_template_hash: meta
             .and_then(|m| m.labels.as_ref())
             .and_then(|l| l.get("pod-template-hash"))
-            .cloned(),
-        old_image_owners: match kind {
-            Some(k) if claims_helm => image_owners(old_meta, k),
-            _ => Vec::new(),
-        },
+            .map(str::to_owned),
+        old_image_owners,
         old_allow_drift: annotation(old_meta, ALLOW_DRIFT),
         old_drift_mark: annotation(old_meta, DRIFT_MARK),
         object_uid: old_meta
@@ -285,18 +303,42 @@ fn operation(op: wire::Operation) -> Operation {
     }
 }
 
+/// What the request says about its writer. The `managedFields` entries are read only when
+/// the request names no field manager: they are how [`crate::actor::classify`] finds the
+/// writer then, and it reads them for nothing else.
 fn writer_facts(
     req: &Request<'_>,
     meta: Option<&wire::Meta<'_>>,
     old_meta: Option<&wire::Meta<'_>>,
-) -> WriterFacts {
-    WriterFacts {
-        user: req.user_info.username.clone().unwrap_or_default(),
-        groups: req.user_info.groups.clone().unwrap_or_default(),
-        field_manager: req.options.as_ref().and_then(|o| o.field_manager.clone()),
-        new_managed: managed(meta),
-        old_managed: managed(old_meta),
-    }
+) -> Result<WriterFacts, ReviewError> {
+    let field_manager = req
+        .options
+        .as_ref()
+        .and_then(|o| o.field_manager.as_deref())
+        .map(str::to_owned);
+    let (new_managed, old_managed) = if field_manager.as_deref().is_some_and(|m| !m.is_empty()) {
+        (Vec::new(), Vec::new())
+    } else {
+        (managed(meta, "new")?, managed(old_meta, "old")?)
+    };
+    Ok(WriterFacts {
+        user: req
+            .user_info
+            .username
+            .as_deref()
+            .unwrap_or_default()
+            .to_owned(),
+        groups: req
+            .user_info
+            .groups
+            .iter()
+            .flatten()
+            .map(|g| g.as_ref().to_owned())
+            .collect(),
+        field_manager,
+        new_managed,
+        old_managed,
+    })
 }
 
 /// The controller owner references of an object (all owners when none is the controller).

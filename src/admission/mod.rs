@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 use crate::helm::json_category;
 use crate::policy::{self, Facts, Releases, Settings, Verdict, Webhook};
@@ -75,6 +75,10 @@ pub enum ReviewError {
         which: &'static str,
         kind: WorkloadKind,
     },
+    /// `managedFields` was needed (the request names no field manager, or claims to be Helm)
+    /// and is not a list of entries.
+    #[error("the {which} object's metadata.managedFields is not a list of entries")]
+    ManagedFields { which: &'static str },
     /// A workload CREATE or UPDATE without an object.
     #[error("the {kind} request carries no object")]
     NoObject { kind: WorkloadKind },
@@ -212,9 +216,10 @@ fn json_error(e: &serde_json::Error) -> ReviewError {
     }
 }
 
-/// Reads one field of the request, typed.
-fn field<T: DeserializeOwned>(
-    raw: Option<&RawValue>,
+/// Reads one field of the request, typed (its strings borrowed from the body where they can
+/// be, as the typed pass reads them).
+fn field<'a, T: serde::Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
     name: &'static str,
 ) -> Result<Option<T>, ReviewError> {
     raw.map(|r| serde_json::from_str(r.get()))
@@ -253,7 +258,7 @@ fn parse_typed(body: &[u8]) -> Option<Request<'_>> {
     let r = review.request?;
     let kind = r.kind?;
     // A release record is read whole from its raw object, which only the careful path keeps.
-    if kind.group.is_empty() && matches!(kind.kind.as_str(), "Secret" | "ConfigMap") {
+    if kind.group.is_empty() && matches!(&*kind.kind, "Secret" | "ConfigMap") {
         return None;
     }
     Some(Request {
@@ -297,7 +302,7 @@ fn parse_careful(body: &[u8]) -> Result<Request<'_>, (String, ReviewError)> {
     }
     let typed = || -> Result<Request<'_>, ReviewError> {
         Ok(Request {
-            uid: uid.clone(),
+            uid: Cow::Owned(uid.clone()),
             kind: field(raw.kind, "kind")?.ok_or(ReviewError::Field {
                 field: "kind",
                 category: "missing",
@@ -335,15 +340,15 @@ pub fn readings_agree(body: &[u8], settings: &Settings) -> Option<bool> {
 fn meta_of(req: &Request<'_>) -> RequestMeta {
     let gvk = &req.kind;
     RequestMeta {
-        uid: req.uid.clone(),
+        uid: req.uid.clone().into_owned(),
         api_version: if gvk.group.is_empty() {
-            gvk.version.clone()
+            gvk.version.clone().into_owned()
         } else {
             format!("{}/{}", gvk.group, gvk.version)
         },
-        kind: gvk.kind.clone(),
-        namespace: req.namespace.clone().unwrap_or_default(),
-        name: req.name.clone(),
+        kind: gvk.kind.clone().into_owned(),
+        namespace: req.namespace.as_deref().unwrap_or_default().to_owned(),
+        name: req.name.clone().into_owned(),
         operation: req.operation.as_str(),
         dry_run: req.dry_run.unwrap_or(false),
         object_uid: None,
@@ -384,7 +389,7 @@ pub fn prepare_typed(body: &[u8], settings: &Settings) -> Option<Prepared> {
 pub fn prepare_request(req: &Request<'_>, settings: &Settings) -> Prepared {
     let mut meta = meta_of(req);
     let guarded = workload_kind(req).is_some()
-        || (req.kind.group.is_empty() && matches!(req.kind.kind.as_str(), "Secret" | "ConfigMap"));
+        || (req.kind.group.is_empty() && matches!(&*req.kind.kind, "Secret" | "ConfigMap"));
     let stage = if !guarded {
         Stage::Done(Outcome::NotChecked(NotChecked::NotGuarded))
     } else {

@@ -83,24 +83,26 @@ pub(super) struct TypedReview<'a> {
     pub request: Option<TypedRequest<'a>>,
 }
 
-/// `request` read in one pass; `null` reads as absent, as it does for [`RawRequest`].
+/// `request` read in one pass; `null` reads as absent, as it does for [`RawRequest`]. Its
+/// strings are borrowed from the body where they have no escapes: what is kept of them is
+/// copied once, into the facts and the log's identity of the request.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct TypedRequest<'a> {
-    #[serde(default)]
-    pub uid: Option<String>,
-    #[serde(default)]
-    pub kind: Option<Gvk>,
-    #[serde(default)]
-    pub sub_resource: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
+    #[serde(default, borrow)]
+    pub uid: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub kind: Option<Gvk<'a>>,
+    #[serde(default, borrow)]
+    pub sub_resource: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub namespace: Option<Cow<'a, str>>,
     #[serde(default)]
     pub operation: Option<Operation>,
-    #[serde(default)]
-    pub user_info: Option<UserInfo>,
+    #[serde(default, borrow)]
+    pub user_info: Option<UserInfo<'a>>,
     /// Boxed as they are read: an object is a few hundred bytes, moved up through every
     /// level of the parse otherwise.
     #[serde(default, borrow)]
@@ -109,8 +111,8 @@ pub(super) struct TypedRequest<'a> {
     pub old_object: Option<Box<Object<'a, RequestSpec<'a>>>>,
     #[serde(default)]
     pub dry_run: Option<bool>,
-    #[serde(default)]
-    pub options: Option<Options>,
+    #[serde(default, borrow)]
+    pub options: Option<Options<'a>>,
 }
 
 /// An object of the request: still raw (the careful path), or already read (the typed pass).
@@ -123,26 +125,27 @@ pub enum Slot<'a> {
 /// `request` of an `admission.k8s.io/v1` AdmissionReview, typed.
 #[derive(Debug)]
 pub struct Request<'a> {
-    pub uid: String,
-    pub kind: Gvk,
-    pub sub_resource: Option<String>,
-    pub name: String,
-    pub namespace: Option<String>,
+    pub uid: Cow<'a, str>,
+    pub kind: Gvk<'a>,
+    pub sub_resource: Option<Cow<'a, str>>,
+    pub name: Cow<'a, str>,
+    pub namespace: Option<Cow<'a, str>>,
     pub operation: Operation,
-    pub user_info: UserInfo,
+    pub user_info: UserInfo<'a>,
     pub object: Option<Slot<'a>>,
     pub old_object: Option<Slot<'a>>,
     pub dry_run: Option<bool>,
-    pub options: Option<Options>,
+    pub options: Option<Options<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Gvk {
-    #[serde(default)]
-    pub group: String,
-    #[serde(default)]
-    pub version: String,
-    pub kind: String,
+pub struct Gvk<'a> {
+    #[serde(default, borrow)]
+    pub group: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -166,26 +169,26 @@ impl Operation {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct UserInfo {
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub groups: Option<Vec<String>>,
+pub struct UserInfo<'a> {
+    #[serde(default, borrow)]
+    pub username: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub groups: Option<Vec<Text<'a>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Options {
-    #[serde(default)]
-    pub field_manager: Option<String>,
+pub struct Options<'a> {
+    #[serde(default, borrow)]
+    pub field_manager: Option<Cow<'a, str>>,
 }
 
 /// An object: its kind, its metadata and, for workloads, its spec (`S` = `workload::Spec`),
 /// or nothing else (`S` = `IgnoredAny`).
 #[derive(Debug, Deserialize)]
 pub struct Object<'a, S = IgnoredAny> {
-    #[serde(default)]
-    pub kind: Option<String>,
+    #[serde(default, borrow)]
+    pub kind: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub metadata: Meta<'a>,
     #[serde(default)]
@@ -203,21 +206,35 @@ pub struct Meta<'a> {
     pub namespace: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub uid: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub labels: Option<Labels>,
-    #[serde(default)]
-    pub annotations: Option<Annotations>,
+    #[serde(default, borrow)]
+    pub labels: Option<Labels<'a>>,
+    #[serde(default, borrow)]
+    pub annotations: Option<Annotations<'a>>,
     #[serde(default)]
     pub owner_references: Option<Vec<OwnerReference>>,
-    #[serde(default)]
-    #[serde(borrow)]
-    pub managed_fields: Option<Vec<ManagedField<'a>>>,
+    /// Kept raw (checked to be JSON, not copied) and read by [`Meta::managed_fields`] only
+    /// when a decision needs it: the writer's own entry when the request names no field
+    /// manager, image ownership for a write that claims to be Helm's. Most requests need
+    /// neither, and reading every entry was a seventh of the request's parse.
+    #[serde(default, borrow)]
+    pub managed_fields: Option<&'a RawValue>,
+}
+
+impl<'a> Meta<'a> {
+    /// `managedFields`, read now: empty when absent, an error when it is not a list of
+    /// entries of the right shape.
+    pub fn managed_fields(&self) -> Result<Vec<ManagedField<'a>>, serde_json::Error> {
+        match self.managed_fields {
+            None => Ok(Vec::new()),
+            Some(raw) => serde_json::from_str(raw.get()),
+        }
+    }
 }
 
 /// The annotations the guard reads; every other one (kubectl's last-applied-configuration can
 /// be most of a review) is checked to be a string and skipped without being copied.
 #[derive(Clone, Debug, Default)]
-pub struct Annotations([Option<String>; 4]);
+pub struct Annotations<'a>([Option<Cow<'a, str>>; 4]);
 
 const ANNOTATIONS: [&str; 4] = [
     crate::policy::RELEASE_NAME,
@@ -226,15 +243,15 @@ const ANNOTATIONS: [&str; 4] = [
     crate::policy::DRIFT_MARK,
 ];
 
-impl Annotations {
+impl Annotations<'_> {
     /// The value of one of the annotations the guard reads.
-    pub fn get(&self, key: &str) -> Option<&String> {
+    pub fn get(&self, key: &str) -> Option<&str> {
         let i = ANNOTATIONS.iter().position(|k| *k == key)?;
-        self.0.get(i)?.as_ref()
+        self.0.get(i)?.as_deref()
     }
 }
 
-impl<'de> Deserialize<'de> for Annotations {
+impl<'de: 'a, 'a> Deserialize<'de> for Annotations<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_map(Picker(ANNOTATIONS)).map(Self)
     }
@@ -242,19 +259,19 @@ impl<'de> Deserialize<'de> for Annotations {
 
 /// The labels the guard reads.
 #[derive(Clone, Debug, Default)]
-pub struct Labels([Option<String>; 1]);
+pub struct Labels<'a>([Option<Cow<'a, str>>; 1]);
 
 const LABELS: [&str; 1] = ["pod-template-hash"];
 
-impl Labels {
+impl Labels<'_> {
     /// The value of one of the labels the guard reads.
-    pub fn get(&self, key: &str) -> Option<&String> {
+    pub fn get(&self, key: &str) -> Option<&str> {
         let i = LABELS.iter().position(|k| *k == key)?;
-        self.0.get(i)?.as_ref()
+        self.0.get(i)?.as_deref()
     }
 }
 
-impl<'de> Deserialize<'de> for Labels {
+impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_map(Picker(LABELS)).map(Self)
     }
@@ -265,18 +282,18 @@ impl<'de> Deserialize<'de> for Labels {
 struct Picker<const N: usize>([&'static str; N]);
 
 impl<'de, const N: usize> serde::de::Visitor<'de> for Picker<N> {
-    type Value = [Option<String>; N];
+    type Value = [Option<Cow<'de, str>>; N];
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a map of strings")
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+        let mut out: [Option<Cow<'de, str>>; N] = std::array::from_fn(|_| None);
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             match self.0.iter().position(|k| *k == key) {
                 Some(i) => {
-                    let value = map.next_value::<String>()?;
+                    let Text(value) = map.next_value::<Text<'de>>()?;
                     if out[i].replace(value).is_some() {
                         return Err(serde::de::Error::custom("duplicate key"));
                     }

@@ -225,7 +225,12 @@ pub(crate) fn workload(
         return Read::Unreadable;
     };
     let meta = obj.metadata;
-    let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k)).cloned();
+    let annotation = |k: &str| {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .map(str::to_owned)
+    };
     let namespace = meta.namespace.as_deref().unwrap_or("default").to_owned();
     let release_annotation = annotation(RELEASE_NAME).map(|rel| {
         let ns = annotation(RELEASE_NAMESPACE).unwrap_or_else(|| namespace.clone());
@@ -233,6 +238,9 @@ pub(crate) fn workload(
     });
     // Controller owners only, as admission reads them.
     let owners = controllers(Some(&meta));
+    let Ok(image_owners) = image_owners(Some(&meta), kind) else {
+        return Read::Unreadable;
+    };
     Read::Workload(LiveWorkload {
         kind,
         name: meta.name.as_deref().unwrap_or_default().to_owned(),
@@ -245,8 +253,8 @@ pub(crate) fn workload(
             .labels
             .as_ref()
             .and_then(|l| l.get("pod-template-hash"))
-            .cloned(),
-        image_owners: image_owners(Some(&meta), kind),
+            .map(str::to_owned),
+        image_owners,
         containers: obj.spec.unwrap_or_default().containers(kind),
     })
 }
