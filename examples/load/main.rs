@@ -207,13 +207,17 @@ impl Serving {
     }
 }
 
-/// The guard's state over the fleet's index.
-fn guard_state(index: SharedIndex) -> AppState {
-    AppState::new(
+/// The guard's state over the fleet's index, with `serve`'s direct request lines when it logs.
+fn guard_state(index: SharedIndex, request_log: Option<Arc<dyn server::RequestLog>>) -> AppState {
+    AppState::with_extras(
         index,
         Settings::new(Mode::Enforce),
         server::ServeLimits::default(),
         Arc::new(AtomicBool::new(true)),
+        server::Extras {
+            request_log,
+            ..server::Extras::default()
+        },
     )
 }
 
@@ -233,15 +237,14 @@ fn main() -> anyhow::Result<()> {
         return write_inputs(dir, args.releases);
     }
     tls::install_provider();
-    if args.logs {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_writer(std::io::sink)
-            .try_init();
-    }
+    // Production's logging (`serve --log-format json`, info) into a sink: the same line
+    // formatter, writer thread and direct request lines, so the guard pays what it pays.
+    let (_flush, request_log) = if args.logs {
+        let (flush, direct) = helm_guard::cli::production_json_logs(std::io::sink(), "info")?;
+        (Some(flush), direct)
+    } else {
+        (None, None)
+    };
     let t0 = Instant::now();
     let start = rss::sample(t0);
     let mut fleet = support::fleet::fleet(args.releases);
@@ -273,7 +276,7 @@ fn main() -> anyhow::Result<()> {
 
     let shared: SharedIndex = Arc::new(RwLock::new(index));
     let guard = server_rt.block_on(server::start(
-        guard_state(shared.clone()),
+        guard_state(shared.clone(), request_log),
         config.clone(),
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         None,

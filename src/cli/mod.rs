@@ -5,7 +5,7 @@
 mod args;
 mod commands;
 mod json_line;
-mod logs;
+pub mod logs;
 mod serve;
 
 pub use args::*;
@@ -154,6 +154,15 @@ fn init_logs(
         };
         return (None, None);
     }
+    if matches!(format, LogFormat::Json) {
+        return match json_logs(std::io::stdout(), builder) {
+            Ok((guard, direct)) => (Some(guard), direct),
+            Err(error) => {
+                eprintln!("helm-guard: no log writer thread ({error}); logging to stderr");
+                init_logs(format, default, true)
+            }
+        };
+    }
     let ansi = std::io::stdout().is_terminal();
     let (writer, guard) = match logs::batched(std::io::stdout()) {
         Ok(started) => started,
@@ -162,18 +171,46 @@ fn init_logs(
             return init_logs(format, default, true);
         }
     };
-    let direct = match format {
-        LogFormat::Json => builder
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(json_line::JsonLine)
-            .with_writer(writer.clone())
-            .try_init()
-            .ok()
-            .map(|()| writer),
-        LogFormat::Text => {
-            let _ = builder.with_ansi(ansi).with_writer(writer).try_init();
-            None
-        }
-    };
-    (Some(guard), direct)
+    let _ = builder.with_ansi(ansi).with_writer(writer).try_init();
+    (Some(guard), None)
+}
+
+/// `serve`'s JSON logging over `out`: the writer thread, [`json_line::JsonLine`] for tracing
+/// events, and the writer again for the request path's direct lines (`None` when a global
+/// subscriber was already set).
+fn json_logs<W: std::io::Write + Send + 'static>(
+    out: W,
+    builder: tracing_subscriber::fmt::SubscriberBuilder<
+        tracing_subscriber::fmt::format::DefaultFields,
+        tracing_subscriber::fmt::format::Format,
+        tracing_subscriber::EnvFilter,
+    >,
+) -> std::io::Result<(logs::Flush, Option<logs::LogWriter>)> {
+    let (writer, guard) = logs::batched(out)?;
+    let direct = builder
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .event_format(json_line::JsonLine)
+        .with_writer(writer.clone())
+        .try_init()
+        .ok()
+        .map(|()| writer);
+    Ok((guard, direct))
+}
+
+/// `serve --log-format json`'s logging, at `level`, over any writer: for the measuring
+/// examples, so that what they measure logs as production does (the same formatter, writer
+/// thread and direct request lines). The returned [`logs::Flush`] stops the writer thread.
+#[doc(hidden)]
+pub fn production_json_logs<W: std::io::Write + Send + 'static>(
+    out: W,
+    level: &str,
+) -> std::io::Result<(logs::Flush, Option<Arc<dyn crate::server::RequestLog>>)> {
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(level));
+    let (guard, direct) = json_logs(out, builder)?;
+    Ok((
+        guard,
+        direct
+            .map(|w| Arc::new(json_line::DirectLog::new(w)) as Arc<dyn crate::server::RequestLog>),
+    ))
 }
