@@ -186,7 +186,13 @@ impl<S: AsRef<str>> Spec<S> {
             _ => self.template.as_ref().and_then(|t| t.spec.as_ref()),
         };
         let Some(pod) = pod else { return Vec::new() };
-        let mut out = Vec::new();
+        // Sized once: grown push by push, a five-container pod cost two allocations and a
+        // copy on every request.
+        let count = [&pod.containers, &pod.init_containers]
+            .iter()
+            .map(|l| l.as_ref().map_or(0, Vec::len))
+            .sum();
+        let mut out = Vec::with_capacity(count);
         for (list, init) in [(&pod.containers, false), (&pod.init_containers, true)] {
             for c in list.iter().flatten() {
                 if let (Some(name), Some(image)) = (&c.name, &c.image) {
