@@ -191,8 +191,10 @@ impl<S: AsRef<str>> Spec<S> {
         let count = [&pod.containers, &pod.init_containers]
             .iter()
             .map(|l| l.as_ref().map_or(0, Vec::len))
-            .sum();
-        let mut out = Vec::with_capacity(count);
+            .sum::<usize>();
+        // Capped: entries without a name or image are counted but skipped, and a body can
+        // hold many of them.
+        let mut out = Vec::with_capacity(count.min(32));
         for (list, init) in [(&pod.containers, false), (&pod.init_containers, true)] {
             for c in list.iter().flatten() {
                 if let (Some(name), Some(image)) = (&c.name, &c.image) {

@@ -92,7 +92,7 @@ fn check_kind<S>(
 }
 
 /// A string the body may have left borrowed, owned (empty when absent).
-fn owned(s: &Option<Cow<'_, str>>) -> String {
+fn owned(s: &Option<wire::Text<'_>>) -> String {
     s.as_deref().unwrap_or_default().to_owned()
 }
 

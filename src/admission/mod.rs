@@ -262,11 +262,11 @@ fn parse_typed(body: &[u8]) -> Option<Request<'_>> {
         return None;
     }
     Some(Request {
-        uid: r.uid.filter(|u| !u.is_empty())?,
+        uid: r.uid.filter(|u| !u.is_empty())?.into_cow(),
         kind,
-        sub_resource: r.sub_resource,
-        name: r.name.unwrap_or_default(),
-        namespace: r.namespace,
+        sub_resource: r.sub_resource.map(wire::Text::into_cow),
+        name: r.name.map(wire::Text::into_cow).unwrap_or_default(),
+        namespace: r.namespace.map(wire::Text::into_cow),
         operation: r.operation?,
         user_info: r.user_info.unwrap_or_default(),
         object: r.object.map(wire::Slot::Read),

@@ -90,15 +90,15 @@ pub(super) struct TypedReview<'a> {
 #[serde(rename_all = "camelCase")]
 pub(super) struct TypedRequest<'a> {
     #[serde(default, borrow)]
-    pub uid: Option<Cow<'a, str>>,
+    pub uid: Option<Text<'a>>,
     #[serde(default, borrow)]
     pub kind: Option<Gvk<'a>>,
     #[serde(default, borrow)]
-    pub sub_resource: Option<Cow<'a, str>>,
+    pub sub_resource: Option<Text<'a>>,
     #[serde(default, borrow)]
-    pub name: Option<Cow<'a, str>>,
+    pub name: Option<Text<'a>>,
     #[serde(default, borrow)]
-    pub namespace: Option<Cow<'a, str>>,
+    pub namespace: Option<Text<'a>>,
     #[serde(default)]
     pub operation: Option<Operation>,
     #[serde(default, borrow)]
@@ -171,7 +171,7 @@ impl Operation {
 #[derive(Debug, Default, Deserialize)]
 pub struct UserInfo<'a> {
     #[serde(default, borrow)]
-    pub username: Option<Cow<'a, str>>,
+    pub username: Option<Text<'a>>,
     #[serde(default, borrow)]
     pub groups: Option<Vec<Text<'a>>>,
 }
@@ -180,7 +180,7 @@ pub struct UserInfo<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct Options<'a> {
     #[serde(default, borrow)]
-    pub field_manager: Option<Cow<'a, str>>,
+    pub field_manager: Option<Text<'a>>,
 }
 
 /// An object: its kind, its metadata and, for workloads, its spec (`S` = `workload::Spec`),
@@ -188,7 +188,7 @@ pub struct Options<'a> {
 #[derive(Debug, Deserialize)]
 pub struct Object<'a, S = IgnoredAny> {
     #[serde(default, borrow)]
-    pub kind: Option<Cow<'a, str>>,
+    pub kind: Option<Text<'a>>,
     #[serde(default, borrow)]
     pub metadata: Meta<'a>,
     #[serde(default)]
@@ -201,11 +201,11 @@ pub struct Object<'a, S = IgnoredAny> {
 #[serde(rename_all = "camelCase")]
 pub struct Meta<'a> {
     #[serde(default, borrow)]
-    pub name: Option<Cow<'a, str>>,
+    pub name: Option<Text<'a>>,
     #[serde(default, borrow)]
-    pub namespace: Option<Cow<'a, str>>,
+    pub namespace: Option<Text<'a>>,
     #[serde(default, borrow)]
-    pub uid: Option<Cow<'a, str>>,
+    pub uid: Option<Text<'a>>,
     #[serde(default, borrow)]
     pub labels: Option<Labels<'a>>,
     #[serde(default, borrow)]
@@ -313,12 +313,27 @@ impl<'de, const N: usize> serde::de::Visitor<'de> for Picker<N> {
 }
 
 /// A string borrowed from the body unless it has escapes: map keys, container names and
-/// images (copied once, into the containers, instead of first by the parser).
-#[derive(Debug)]
+/// images, the request's own strings (copied once, where they are kept, instead of first by
+/// the parser). Not `Option<Cow<str>>`: serde borrows a `Cow` only when it is the field's
+/// whole type, and copies it inside an `Option`.
+#[derive(Clone, Debug)]
 pub struct Text<'a>(Cow<'a, str>);
+
+impl<'a> Text<'a> {
+    pub fn into_cow(self) -> Cow<'a, str> {
+        self.0
+    }
+}
 
 impl AsRef<str> for Text<'_> {
     fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
         &self.0
     }
 }
@@ -359,13 +374,13 @@ pub struct OwnerReference {
 #[serde(rename_all = "camelCase")]
 pub struct ManagedField<'a> {
     #[serde(default, borrow)]
-    pub manager: Option<Cow<'a, str>>,
+    pub manager: Option<Text<'a>>,
     #[serde(default, borrow)]
-    pub operation: Option<Cow<'a, str>>,
+    pub operation: Option<Text<'a>>,
     #[serde(default, borrow)]
-    pub subresource: Option<Cow<'a, str>>,
+    pub subresource: Option<Text<'a>>,
     #[serde(default, borrow)]
-    pub time: Option<Cow<'a, str>>,
+    pub time: Option<Text<'a>>,
     /// Read only when ownership of a container's image matters (a Helm write); borrowed,
     /// never copied, until then.
     #[serde(default, borrow, rename = "fieldsV1")]
