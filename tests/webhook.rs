@@ -296,6 +296,14 @@ async fn the_canary_never_leaves_the_process() {
     let mut broken = rollback().review("c-5");
     broken["request"]["object"]["spec"]["template"]["spec"]["containers"] = json!(CANARY);
     requests.push(broken);
+    // managedFields read when no field manager is named, and not a list of entries: the
+    // "not checked" answer and its log line must not quote it.
+    let mut bent_managed = rollback().review("c-6");
+    bent_managed["request"]["object"]["metadata"]["managedFields"] = json!({"manager": CANARY});
+    if let Some(o) = bent_managed["request"]["options"].as_object_mut() {
+        o.remove("fieldManager");
+    }
+    requests.push(bent_managed);
     for (i, r) in requests.iter().enumerate() {
         for path in ["/validate/enforce", "/validate/audit", "/mutate/audit"] {
             let (_, _, text) = post(&f.client, path, r).await;
@@ -322,6 +330,10 @@ async fn the_canary_never_leaves_the_process() {
     assert!(!logs.contains(CANARY), "canary in logs");
     assert!(!responses.contains(CANARY), "canary in responses");
     assert!(responses.contains("c-5"), "{responses}");
+    assert!(
+        responses.contains("managedFields is not a list"),
+        "{responses}"
+    );
 }
 
 /// Enforce without holes, over TLS: renamed and added containers are judged, reviews that are
