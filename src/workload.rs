@@ -187,13 +187,12 @@ impl<S: AsRef<str>> Spec<S> {
         };
         let Some(pod) = pod else { return Vec::new() };
         // Sized once: grown push by push, a five-container pod cost two allocations and a
-        // copy on every request.
+        // copy on every request. Capped, as entries without a name or image are counted but
+        // skipped, and a body can hold many of them.
         let count = [&pod.containers, &pod.init_containers]
             .iter()
             .map(|l| l.as_ref().map_or(0, Vec::len))
             .sum::<usize>();
-        // Capped: entries without a name or image are counted but skipped, and a body can
-        // hold many of them.
         let mut out = Vec::with_capacity(count.min(32));
         for (list, init) in [(&pod.containers, false), (&pod.init_containers, true)] {
             for c in list.iter().flatten() {

@@ -46,9 +46,7 @@ pub fn run(args: Args) -> ExitCode {
         Command::Serve(a) => {
             // Flushes the log lines still queued when `serve` returns.
             let (_flush, direct) = init_logs(a.log_format, "info", false);
-            let request_log = direct.map(|w| {
-                Arc::new(json_line::DirectLog::new(w)) as Arc<dyn crate::server::RequestLog>
-            });
+            let request_log = direct.map(direct_log);
             match serve_runtimes(&a).and_then(|(rt, cluster)| {
                 let served = rt.block_on(serve::serve(
                     a,
@@ -154,15 +152,6 @@ fn init_logs(
         };
         return (None, None);
     }
-    if matches!(format, LogFormat::Json) {
-        return match json_logs(std::io::stdout(), builder) {
-            Ok((guard, direct)) => (Some(guard), direct),
-            Err(error) => {
-                eprintln!("helm-guard: no log writer thread ({error}); logging to stderr");
-                init_logs(format, default, true)
-            }
-        };
-    }
     let ansi = std::io::stdout().is_terminal();
     let (writer, guard) = match logs::batched(std::io::stdout()) {
         Ok(started) => started,
@@ -171,30 +160,34 @@ fn init_logs(
             return init_logs(format, default, true);
         }
     };
-    let _ = builder.with_ansi(ansi).with_writer(writer).try_init();
-    (Some(guard), None)
+    let direct = match format {
+        LogFormat::Json => json_subscriber(builder, writer),
+        LogFormat::Text => {
+            let _ = builder.with_ansi(ansi).with_writer(writer).try_init();
+            None
+        }
+    };
+    (Some(guard), direct)
 }
 
-/// `serve`'s JSON logging over `out`: the writer thread, [`json_line::JsonLine`] for tracing
-/// events, and the writer again for the request path's direct lines (`None` when a global
+/// Installs `serve`'s JSON subscriber ([`json_line::JsonLine`]) over the writer thread, and
+/// hands the writer back for the request path's direct lines (`None` when a global
 /// subscriber was already set).
-fn json_logs<W: std::io::Write + Send + 'static>(
-    out: W,
+fn json_subscriber(
     builder: tracing_subscriber::fmt::SubscriberBuilder<
         tracing_subscriber::fmt::format::DefaultFields,
         tracing_subscriber::fmt::format::Format,
         tracing_subscriber::EnvFilter,
     >,
-) -> std::io::Result<(logs::Flush, Option<logs::LogWriter>)> {
-    let (writer, guard) = logs::batched(out)?;
-    let direct = builder
+    writer: logs::LogWriter,
+) -> Option<logs::LogWriter> {
+    builder
         .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
         .event_format(json_line::JsonLine)
         .with_writer(writer.clone())
         .try_init()
         .ok()
-        .map(|()| writer);
-    Ok((guard, direct))
+        .map(|()| writer)
 }
 
 /// `serve --log-format json`'s logging, at `level`, over any writer: for the measuring
@@ -207,10 +200,12 @@ pub fn production_json_logs<W: std::io::Write + Send + 'static>(
 ) -> std::io::Result<(logs::Flush, Option<Arc<dyn crate::server::RequestLog>>)> {
     let builder =
         tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(level));
-    let (guard, direct) = json_logs(out, builder)?;
-    Ok((
-        guard,
-        direct
-            .map(|w| Arc::new(json_line::DirectLog::new(w)) as Arc<dyn crate::server::RequestLog>),
-    ))
+    let (writer, guard) = logs::batched(out)?;
+    let direct = json_subscriber(builder, writer);
+    Ok((guard, direct.map(direct_log)))
+}
+
+/// The request path's `reviewed` lines, written straight into the log writer.
+fn direct_log(writer: logs::LogWriter) -> Arc<dyn crate::server::RequestLog> {
+    Arc::new(json_line::DirectLog::new(writer))
 }
